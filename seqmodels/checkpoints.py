@@ -1,0 +1,82 @@
+"""Saving and loading weights without pickle code execution.
+
+Everything on disk is a dict of tensors and plain numbers loaded with
+`torch.load(weights_only=True)`; configs travel as JSON beside the weights. A crafted
+pickle therefore fails to load instead of running code, and the error names the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqmodels.config import ModelConfig
+from seqmodels.data.prepare import DataSpec
+from seqmodels.errors import CheckpointError
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.registry import build_model
+from seqmodels.outputs import write_json_atomic
+
+STATE_FILE = "state.pt"
+WEIGHTS_FILE = "model.pt"
+MODEL_CARD = "model.json"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under a DDP (or similar) wrapper."""
+    return getattr(model, "module", model)
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} not found", where=str(path),
+                              fix="rerun the train stage to produce it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle, unsupported global ...
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
+            where=str(path),
+            fix="the file is corrupt or not a seqmodels checkpoint; delete it and retrain",
+        ) from None
+
+
+def save_training_state(directory: Path, state: dict[str, Any]) -> None:
+    torch.save(state, Path(directory) / STATE_FILE)
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    return safe_load(Path(directory) / STATE_FILE)
+
+
+def export_model(directory: Path, weights: dict[str, torch.Tensor], cfg: ModelConfig, spec: DataSpec,
+                 extra: dict[str, Any] | None = None) -> None:
+    """Write the weights plus everything needed to rebuild the model (no Ray needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, directory / WEIGHTS_FILE)
+    write_json_atomic(directory / MODEL_CARD, {"model": cfg.model_dump(mode="json"),
+                                               "data_spec": spec.to_dict(), **(extra or {})})
+
+
+def load_exported_model(directory: str | Path) -> tuple[FusedAutoencoder, ModelConfig, DataSpec]:
+    directory = Path(directory)
+    card_path = directory / MODEL_CARD
+    if not card_path.is_file():
+        raise CheckpointError(f"{card_path} not found", where=str(directory),
+                              fix="run the train stage first (dvc repro -s train)")
+    card = json.loads(card_path.read_text())
+    cfg = ModelConfig.model_validate(card["model"])
+    spec = DataSpec.from_dict(card["data_spec"])
+    model = build_model(cfg, spec)
+    try:
+        model.load_state_dict(safe_load(directory / WEIGHTS_FILE))
+    except RuntimeError as error:
+        raise CheckpointError(f"weights in {directory / WEIGHTS_FILE} do not fit {cfg.kind}: {error}",
+                              where=str(directory),
+                              fix="retrain; the model card and weights disagree") from None
+    return model.eval(), cfg, spec

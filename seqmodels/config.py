@@ -1,0 +1,227 @@
+"""Typed configuration, loaded once from params.yaml and validated before any work starts.
+
+Every section forbids unknown keys, so a typo such as `lattent_dim` fails loudly instead of
+silently training with a default. Stages receive these objects, never raw dicts; the only
+place a dict appears is the hand-over to Ray workers (`to_dict` / `Config.model_validate`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seqmodels.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitFractions(_Section):
+    """Fractions of *normal* series sent to validation and test (the rest trains)."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.3, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leave_room_for_train(self) -> SplitFractions:
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test must be < 1 so some series train (got {self.val + self.test})")
+        return self
+
+
+class DataConfig(_Section):
+    kind: Literal["series"] = "series"
+    source: str = Field(
+        "gunpoint",
+        description="A bundled dataset name (see seqmodels.data.sources.BUNDLED) or a path to a "
+        "canonical-table CSV/Parquet file.",
+    )
+    features: list[str] | None = Field(
+        None, description="Feature columns of a file source; default: every non-reserved column."
+    )
+    normal_class: str = Field(
+        "1", description="For bundled labelled datasets: the class treated as normal (label 0)."
+    )
+    window: int = Field(150, gt=0)
+    stride: int = Field(150, gt=0)
+    split: SplitFractions = SplitFractions()
+
+
+class ModelConfig(_Section):
+    kind: str = "recurrent"
+    latent_dim: int = Field(8, gt=0)
+    hidden_size: int = Field(32, gt=0)
+    num_layers: int = Field(1, gt=0)
+    cell: Literal["gru", "lstm"] = "gru"
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    task_weight: float = Field(0.1, ge=0.0)
+    variational: bool = False
+    beta: float = Field(1.0, ge=0.0)
+    kl_warmup_epochs: int = Field(0, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from seqmodels.models.registry import model_kinds
+
+        if kind not in model_kinds():
+            raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(model_kinds())}")
+        return kind
+
+
+class TrainConfig(_Section):
+    workers: int = Field(2, gt=0)
+    use_gpu: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    epochs: int = Field(150, gt=0)
+    batch_size: int = Field(8, gt=0, description="Global batch size, split across workers.")
+    lr: float = Field(1e-2, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    patience: int | None = Field(None, gt=0, description="Early stopping on val loss; None = off.")
+    storage: str = Field(
+        "runs", description="Ray Train run storage: a local path or a pyarrow URI (s3://, gs://)."
+    )
+    checkpoints_to_keep: int = Field(2, gt=0)
+    materialize: bool = Field(
+        True, description="Keep the train/val datasets in Ray's object store (spilling to disk) "
+        "instead of re-reading Parquet every epoch: one read instead of one per epoch."
+    )
+    max_failures: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _batch_covers_workers(self) -> TrainConfig:
+        if self.batch_size < self.workers:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be >= workers ({self.workers}): "
+                "each worker needs at least one sample per step"
+            )
+        return self
+
+    @property
+    def per_worker_batch_size(self) -> int:
+        return self.batch_size // self.workers
+
+
+class InferConfig(_Section):
+    batch_size: int = Field(256, gt=0)
+    concurrency: int = Field(1, gt=0, description="Predictor actors in the Ray Data pool.")
+    use_gpu: bool = False
+    write_reconstructions: bool = True
+
+
+class EvaluateConfig(_Section):
+    max_plot_points: int = Field(20_000, gt=0)
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Cluster address; RAY_ADDRESS wins when set.")
+    num_cpus: int | None = Field(
+        4,
+        gt=0,
+        description="Logical CPUs of a local Ray (ignored on a cluster). Above the core count on "
+        "purpose: train workers and Ray Data tasks each hold one, and they are mostly idle.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Ray/Ray Train/Ray Data console log level (full logs: /tmp/ray)."
+    )
+    train_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often Ray Train's controller polls its workers. A worker's "
+        "per-epoch report waits for the poll, so Ray's 2 s default dominates short epochs."
+    )
+    data_cpu_limit: float | None = Field(
+        1.0, gt=0, description="Cap on CPUs Ray Data may use, so it cannot starve train workers."
+    )
+
+    @property
+    def resolved_address(self) -> str | None:
+        return os.environ.get("RAY_ADDRESS") or self.address
+
+
+class Paths(_Section):
+    """Where each stage reads and writes. dvc.yaml takes these through ${paths.*}."""
+
+    prepared: str = "data/prepared"
+    validation_report: str = "reports/validation.json"
+    model: str = "models/latest"
+    train_metrics: str = "metrics/train.json"
+    train_history: str = "metrics/train_history.csv"
+    outputs: str = "outputs/latents"
+    eval_metrics: str = "metrics/eval.json"
+    plots: str = "plots"
+
+
+class Config(_Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    ray: RayConfig = RayConfig()
+    paths: Paths = Paths()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"  - {key}: {message}{shown}")
+    return f"invalid parameters in {source}:\n" + "\n".join(lines)
+
+
+def config_from_mapping(raw: dict[str, Any], source: str = "params") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(
+            _describe(error, source),
+            where=source,
+            fix="correct the keys above; see params.yaml in the repository for every key and default",
+        ) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
+    """Read params.yaml, apply `key.sub=value` overrides (YAML-typed), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameters file {path} not found", where=str(path.absolute()),
+                          fix="run from the project root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}", where=str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections", where=str(path))
+    for override in overrides or []:
+        apply_override(raw, override)
+    return config_from_mapping(raw, str(path))
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not KEY=VALUE", fix="e.g. --set train.epochs=5")
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(value)

@@ -1,0 +1,1 @@
+"""Data: sources -> canonical tables -> Pandera checks -> prepared windows."""

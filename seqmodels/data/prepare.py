@@ -1,0 +1,184 @@
+"""Pure functions from a canonical series table to model-ready windows.
+
+Splitting happens per series (never per window) so overlapping windows of one series can
+not leak between train and test. In the one-class setup, only normal series (label 0) are
+split into train/val/test; every anomalous series goes to test, where it is what the
+anomaly score must find. The scaler is fitted on training rows alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from seqmodels.config import SPLITS, DataConfig, SplitFractions
+from seqmodels.errors import DataError
+
+SPEC_FILE = "spec.json"
+SCALER_FILE = "scaler.json"
+WINDOWS_FILE = "windows.parquet"
+SERIES_FILE = "series.parquet"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about its input; saved beside the prepared data."""
+
+    kind: str
+    window: int
+    features: tuple[str, ...]
+    has_labels: bool
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def input_dim(self) -> int:
+        return self.window * self.n_features
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "features": list(self.features)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> DataSpec:
+        return cls(kind=raw["kind"], window=int(raw["window"]), features=tuple(raw["features"]),
+                   has_labels=bool(raw["has_labels"]))
+
+    @classmethod
+    def load(cls, prepared_dir: str | Path) -> DataSpec:
+        path = Path(prepared_dir) / SPEC_FILE
+        if not path.is_file():
+            raise DataError(f"{path} not found", where=str(prepared_dir),
+                            fix="run the prepare stage first (dvc repro -s prepare)")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class StandardScaler:
+    """Per-feature standardisation fitted on training rows; saved as JSON, not pickle."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, features: list[str]) -> StandardScaler:
+        values = frame[features].to_numpy(np.float64)
+        std = values.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0)  # a constant feature stays constant, not NaN
+        return cls(tuple(features), tuple(values.mean(axis=0).tolist()), tuple(std.tolist()))
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        values = frame[list(self.features)].to_numpy(np.float64)
+        return ((values - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features), "mean": list(self.mean), "std": list(self.std)}
+
+
+def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int) -> pd.Series:
+    """Map series_id -> split. `series_labels` holds each series' label (or NaN if none)."""
+    rng = np.random.default_rng(seed)
+    anomalous = series_labels.index[series_labels.fillna(0) > 0]
+    normal = np.array(sorted(series_labels.index[series_labels.fillna(0) == 0]))
+    rng.shuffle(normal)
+    n_test = round(len(normal) * fractions.test)
+    n_val = round(len(normal) * fractions.val)
+    splits = pd.Series("train", index=pd.Index(normal, name="series_id"), dtype=object)
+    splits.iloc[:n_test] = "test"
+    splits.iloc[n_test:n_test + n_val] = "val"
+    splits = pd.concat([splits, pd.Series("test", index=pd.Index(anomalous, name="series_id"))])
+    required = {"train": True, "val": fractions.val > 0, "test": fractions.test > 0 or len(anomalous) > 0}
+    counts = splits.value_counts()
+    empty = [s for s in SPLITS if required[s] and counts.get(s, 0) == 0]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} got no series ({len(normal)} normal, {len(anomalous)} anomalous series)",
+            where="params.yaml: data.split",
+            fix="provide more series or change data.split.val / data.split.test",
+        )
+    return splits
+
+
+def series_level_labels(table: pd.DataFrame) -> pd.Series:
+    """A series is anomalous if any of its rows is; NaN when the table has no labels."""
+    if "label" not in table.columns:
+        return pd.Series(np.nan, index=pd.Index(table["series_id"].unique(), name="series_id"))
+    return table.groupby("series_id", sort=False)["label"].max()
+
+
+def cut_windows(table: pd.DataFrame, scaled: np.ndarray, splits: pd.Series, window: int,
+                stride: int) -> pd.DataFrame:
+    """Sliding windows per series over the scaled values, flattened time-major."""
+    lengths = table.groupby("series_id", sort=False).size()
+    too_short = lengths[lengths < window]
+    if len(too_short):
+        examples = ", ".join(f"{sid} ({n} steps)" for sid, n in too_short.head(5).items())
+        raise DataError(
+            f"{len(too_short)} series shorter than data.window={window}: {examples}",
+            where="params.yaml: data.window",
+            fix=f"set data.window <= {int(lengths.min())} (the shortest series) or drop those series",
+        )
+    n_features = scaled.shape[1]
+    has_label = "label" in table.columns
+    labels = table["label"].to_numpy() if has_label else None
+    pieces, ids, starts, splits_out, window_labels = [], [], [], [], []
+    offset = 0
+    for series_id, length in lengths.items():
+        values = scaled[offset:offset + length]
+        view = np.lib.stride_tricks.sliding_window_view(values, (window, n_features))[::stride, 0]
+        begin = np.arange(0, length - window + 1, stride)
+        pieces.append(view.reshape(len(begin), window * n_features))
+        ids.append(np.full(len(begin), series_id, dtype=object))
+        starts.append(begin)
+        splits_out.append(np.full(len(begin), splits[series_id], dtype=object))
+        if has_label:
+            row_labels = np.lib.stride_tricks.sliding_window_view(labels[offset:offset + length], window)
+            window_labels.append(row_labels[::stride].max(axis=1).astype(np.int64))
+        offset += length
+    x = np.concatenate(pieces).astype(np.float32)
+    frame = pd.DataFrame({
+        "window_id": np.arange(len(x), dtype=np.int64),
+        "series_id": np.concatenate(ids).astype(str),
+        "split": np.concatenate(splits_out).astype(str),
+        "start": np.concatenate(starts).astype(np.int64),
+    })
+    frame["x"] = list(x)
+    if has_label:
+        frame["label"] = np.concatenate(window_labels)
+    return frame
+
+
+def sort_canonical(table: pd.DataFrame) -> pd.DataFrame:
+    """Group rows by series (in order of first appearance) keeping each series' row order."""
+    order = pd.Index(table["series_id"].unique())
+    key = order.get_indexer(table["series_id"])
+    return table.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+
+
+def prepare_windows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
+                    seed: int) -> tuple[pd.DataFrame, StandardScaler, DataSpec]:
+    """Validated canonical table -> (windows, scaler fitted on train, spec)."""
+    table = sort_canonical(table)
+    splits = assign_splits(series_level_labels(table), cfg.split, seed)
+    train_rows = table["series_id"].map(splits).eq("train").to_numpy()
+    scaler = StandardScaler.fit(table.loc[train_rows], features)
+    windows = cut_windows(table, scaler.transform(table), splits, cfg.window, cfg.stride)
+    spec = DataSpec(kind=cfg.kind, window=cfg.window, features=tuple(features),
+                    has_labels="label" in table.columns)
+    return windows, scaler, spec
+
+
+def windows_to_arrow(windows: pd.DataFrame, width: int) -> pa.Table:
+    """Store `x` as fixed_size_list<float32> so readers get (N, width) arrays without copies."""
+    flat = pa.array(np.stack(windows["x"].to_numpy()).reshape(-1).astype(np.float32))
+    columns = {c: windows[c].to_numpy() for c in windows.columns if c != "x"}
+    table = pa.table(columns)
+    return table.add_column(table.schema.get_field_index("start") + 1, "x",
+                            pa.FixedSizeListArray.from_arrays(flat, width))

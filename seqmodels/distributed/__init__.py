@@ -1,0 +1,1 @@
+"""Ray edges: distributed training (Ray Train) and batch inference (Ray Data)."""

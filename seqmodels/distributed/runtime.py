@@ -1,0 +1,75 @@
+"""Starting or joining Ray with resources that cannot starve each other.
+
+Locally, Ray gets an explicit logical CPU count (params: ray.num_cpus) rather than
+"whatever the machine has", and Ray Data gets a CPU cap, so that training workers that
+each hold one CPU still leave room for the Ray Data tasks feeding them. With RAY_ADDRESS
+(or ray.address) set, the same code joins that cluster instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from seqmodels.config import RayConfig
+from seqmodels.errors import SeqmodelsError
+
+
+def init_ray(cfg: RayConfig) -> None:
+    import ray
+    from ray.data import DataContext, ExecutionResources
+
+    if ray.is_initialized():
+        return
+    address = cfg.resolved_address
+    quiet = ray.LoggingConfig(log_level=cfg.log_level)
+    env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s)}
+    for name, value in env_vars.items():
+        os.environ.setdefault(name, value)  # the local raylet and the controller inherit these
+    runtime_env = {"env_vars": env_vars}
+    try:
+        if address:
+            ray.init(address=address, logging_level=cfg.log_level, logging_config=quiet,
+                     runtime_env=runtime_env)
+        else:
+            # The dashboard process serves the state API that Ray Train's placement-group
+            # cleaner polls; bound to loopback only.
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                     logging_level=cfg.log_level, logging_config=quiet, runtime_env=runtime_env)
+    except ConnectionError as error:
+        raise SeqmodelsError(f"cannot connect to Ray at {address}: {error}",
+                             where="RAY_ADDRESS / ray.address",
+                             fix="check the address, or unset it to run on a local Ray") from None
+    logging.getLogger("ray.data").setLevel(cfg.log_level)  # the driver's logger may predate the env
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # deterministic output order
+    context.enable_progress_bars = sys.stderr.isatty()
+    if cfg.data_cpu_limit is not None:
+        context.execution_options.resource_limits = ExecutionResources(cpu=cfg.data_cpu_limit)
+
+
+def train_logging_config(cfg: RayConfig):
+    import ray
+
+    return ray.LoggingConfig(log_level=cfg.log_level)
+
+
+def available_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def available_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

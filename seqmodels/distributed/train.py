@@ -1,0 +1,239 @@
+"""Ray Train around the one training loop in seqmodels.training.
+
+The driver builds Ray Datasets for the train/val windows and a TorchTrainer; each worker
+runs `fit` with DDP (ray.train.torch.prepare_model), data from its Ray Data shard, metric
+totals all-reduced across workers, and rank 0 reporting a checkpoint every epoch. The run
+is named after a hash of everything that shapes it, so rerunning an interrupted stage with
+the same params and data resumes from its last checkpoint (Ray Train V2 restores a run
+whose name and storage path already exist), while changed params start a fresh run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqmodels.checkpoints import load_training_state, save_training_state, unwrap
+from seqmodels.config import Config
+from seqmodels.data.prepare import WINDOWS_FILE, DataSpec
+from seqmodels.distributed.runtime import (
+    available_cpus,
+    available_gpus,
+    init_ray,
+    train_logging_config,
+)
+from seqmodels.errors import ConfigError, SeqmodelsError
+from seqmodels.models.registry import build_model
+from seqmodels.outputs import hash_path
+from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything
+
+SELECTION_METRIC = "selection_loss"
+# Worker progress goes through logging so Ray's log level (ray.log_level) governs it;
+# WARNING so the per-epoch line shows at the default level.
+log = logging.getLogger("seqmodels.train")
+
+
+@dataclass
+class TrainOutcome:
+    weights: dict[str, torch.Tensor]
+    best_metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    run_name: str
+    run_path: str
+
+
+def code_hash() -> str:
+    """Hash of the seqmodels sources: changed code must not resume a run made by old code."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def run_name(cfg: Config, data_hash: str) -> str:
+    """Same params + data + code -> same name, so a rerun resumes instead of restarting."""
+    shaping = {"seed": cfg.seed, "code": code_hash(), "model": cfg.model.model_dump(mode="json"),
+               "train": cfg.train.model_dump(mode="json", exclude={"storage", "max_failures",
+                                                                     "checkpoints_to_keep"}),
+               "data": data_hash}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
+    return f"{cfg.model.kind}-{digest[:12]}"
+
+
+def storage_path(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def read_split(windows_path: Path | str, split: str, materialize: bool):
+    """A Ray Dataset with the `x` column of one split."""
+    import ray.data
+    from ray.data.expressions import col
+
+    dataset = ray.data.read_parquet(str(windows_path), columns=["split", "x"])
+    dataset = dataset.filter(expr=col("split") == split).select_columns(["x"])
+    return dataset.materialize() if materialize else dataset
+
+
+def _allreduce(sums: dict[str, float], rows: int) -> tuple[dict[str, float], int]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return sums, rows
+    import ray.train.torch
+
+    packed = torch.tensor([*sums.values(), rows], dtype=torch.float64,
+                          device=ray.train.torch.get_device())
+    dist.all_reduce(packed)
+    values = packed.tolist()
+    return dict(zip(sums, values[:-1], strict=True)), int(values[-1])
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    cfg = Config.model_validate(loop_config["config"])
+    spec = DataSpec.from_dict(loop_config["spec"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+
+    seed_everything(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts)
+    model = build_model(cfg.model, spec)
+    restored = ray.train.get_checkpoint()
+    state_dicts: dict[str, Any] = {}
+    if restored:
+        with restored.as_directory() as directory:
+            state_dicts = load_training_state(directory)
+        model.load_state_dict(state_dicts["model"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train)
+    fit_state = FitState()
+    if state_dicts:
+        optimizer.load_state_dict(state_dicts["optimizer"])
+        scheduler.load_state_dict(state_dicts["scheduler"])
+        fit_state = FitState.from_dict(state_dicts["fit"])
+        if rank == 0:
+            log.warning("resuming from the checkpoint after epoch %d", fit_state.next_epoch)
+    seed_everything(cfg.seed + 7919 * rank + 104729 * fit_state.next_epoch)  # per-worker noise
+
+    per_worker = cfg.train.per_worker_batch_size
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+
+    def train_batches(epoch: int):
+        return train_shard.iter_torch_batches(
+            batch_size=per_worker, dtypes=torch.float32, device=device,
+            local_shuffle_buffer_size=max(4 * per_worker, 256), local_shuffle_seed=cfg.seed + epoch)
+
+    def val_batches(epoch: int):
+        return val_shard.iter_torch_batches(batch_size=per_worker, dtypes=torch.float32, device=device)
+
+    def report(metrics: dict[str, float], state: FitState, improved: bool) -> None:
+        metrics = {**metrics, SELECTION_METRIC: metrics.get("val_loss", metrics["train_loss"])}
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                save_training_state(Path(directory), {
+                    "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "fit": state.to_dict()})
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    fit(model, optimizer, scheduler, train_batches, val_batches, cfg.train, cfg.model, device=device,
+        state=fit_state, reduce=_allreduce, on_epoch_end=report,
+        log=log.warning if rank == 0 else None)
+
+
+def _check_resources(cfg: Config) -> None:
+    if cfg.ray.resolved_address:
+        return  # a cluster may autoscale; Ray reports what it cannot place
+    if cfg.train.use_gpu:
+        gpus = available_gpus()
+        if cfg.train.workers > gpus:
+            raise ConfigError(f"train.workers={cfg.train.workers} with use_gpu needs {cfg.train.workers} "
+                              f"GPUs; this Ray has {gpus:g}", where="params.yaml: train.workers",
+                              fix="lower train.workers or set train.use_gpu: false")
+    cpus = available_cpus()
+    if cfg.train.workers >= cpus:
+        raise ConfigError(
+            f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
+            where="params.yaml: train.workers / ray.num_cpus",
+            fix=f"set train.workers <= {max(int(cpus) - 1, 1)} or raise ray.num_cpus")
+
+
+def _unwrap_failure(error: BaseException) -> BaseException:
+    """Find a SeqmodelsError raised inside a worker under Ray's wrapping exceptions."""
+    seen = set()
+    stack = [error]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SeqmodelsError):
+            return current
+        stack.extend(e for e in (current.__cause__, current.__context__,
+                                 getattr(current, "cause", None)) if isinstance(e, BaseException))
+        stack.extend(e for e in getattr(current, "worker_failures", {}).values()
+                     if isinstance(e, BaseException))
+        stack.extend(e for e in getattr(current, "exceptions", []) if isinstance(e, BaseException))
+    return error
+
+
+def train_distributed(cfg: Config) -> TrainOutcome:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
+    prepared = Path(cfg.paths.prepared)
+    spec = DataSpec.load(prepared)
+    windows = prepared / WINDOWS_FILE
+    init_ray(cfg.ray)
+    _check_resources(cfg)
+    name = run_name(cfg, hash_path(windows))
+    storage = storage_path(cfg.train.storage)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict()},
+        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
+                                               checkpoint_score_attribute=SELECTION_METRIC,
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            logging_config=train_logging_config(cfg.ray)),
+        datasets={split: read_split(windows, split, cfg.train.materialize) for split in ("train", "val")},
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as error:
+        cause = _unwrap_failure(error)
+        if isinstance(cause, SeqmodelsError):
+            raise cause from None
+        raise SeqmodelsError(f"training failed: {error}", where=f"{storage}/{name}",
+                             fix="see the worker error above; rerun resumes from the last checkpoint",
+                             ) from None
+    if not result.best_checkpoints:
+        raise SeqmodelsError("training finished without a checkpoint", where=f"{storage}/{name}")
+    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
+    with best_checkpoint.as_directory() as directory:
+        weights = load_training_state(directory)["model"]
+    with result.checkpoint.as_directory() as directory:
+        history = FitState.from_dict(load_training_state(directory)["fit"]).history
+    return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=history,
+                        run_name=name, run_path=f"{storage}/{name}")

@@ -1,0 +1,72 @@
+"""Scores against labels and against a PCA baseline of the same latent size.
+
+PCA is the honest yardstick for an autoencoder: a linear model with the same code size,
+fitted on the same training windows. If the network cannot beat it on reconstruction
+error or on anomaly AUROC, the network is not earning its cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
+
+from seqmodels.config import SPLITS
+
+
+@dataclass
+class Scored:
+    """Per-row anomaly scores with split and (optional) label."""
+
+    split: np.ndarray
+    score: np.ndarray
+    label: np.ndarray | None
+
+
+def auroc(score: np.ndarray, label: np.ndarray | None) -> tuple[float | None, str | None]:
+    """ROC-AUC, or None with the reason when it is undefined."""
+    if label is None:
+        return None, "no labels in the data"
+    classes = np.unique(label)
+    if len(classes) < 2:
+        return None, f"only label {classes.tolist()} present; AUROC needs normal and anomalous rows"
+    return float(roc_auc_score(label, score)), None
+
+
+def summarise(scored: Scored) -> dict[str, Any]:
+    per_split = {s: float(scored.score[scored.split == s].mean())
+                 for s in SPLITS if np.any(scored.split == s)}
+    test = scored.split == "test"
+    value, reason = auroc(scored.score[test], None if scored.label is None else scored.label[test])
+    summary: dict[str, Any] = {"mse": per_split, "test_auroc": value}
+    if reason:
+        summary["test_auroc_note"] = reason
+    return summary
+
+
+def pca_scores(x: np.ndarray, split: np.ndarray, latent_dim: int, seed: int) -> np.ndarray:
+    """Per-row reconstruction MSE of a PCA with `latent_dim` components fitted on train rows."""
+    train = x[split == "train"]
+    components = min(latent_dim, train.shape[0], train.shape[1])
+    pca = PCA(n_components=components, random_state=seed).fit(train)
+    reconstruction = pca.inverse_transform(pca.transform(x))
+    return ((reconstruction - x) ** 2).mean(axis=1)
+
+
+def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:
+    model_summary, pca_summary = summarise(model), summarise(pca)
+    result = {"model": model_summary, "pca": pca_summary}
+    if "test" in model_summary["mse"]:
+        pca_test = max(pca_summary["mse"]["test"], 1e-12)
+        result["test_mse_ratio_vs_pca"] = model_summary["mse"]["test"] / pca_test
+    return result
+
+
+def score_table(frame: pd.DataFrame) -> Scored:
+    label = frame["label"].to_numpy() if "label" in frame.columns else None
+    return Scored(split=frame["split"].to_numpy().astype(str), score=frame["score"].to_numpy(np.float64),
+                  label=label)

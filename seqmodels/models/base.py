@@ -1,0 +1,72 @@
+"""The FusedAutoencoder contract: training, inference and evaluation never branch on kind.
+
+A family implements three things: `trunk` (input -> feature vector + whatever its task
+head needs), `decode` (latent -> flattened reconstruction) and, if it has one, `task_loss`.
+The latent head (plain or variational), the fused loss and the anomaly score are shared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqmodels.config import ModelConfig
+from seqmodels.data.prepare import DataSpec
+from seqmodels.models.outputs import Latent, ModelOutput
+from seqmodels.models.variational import kl_divergence, latent_head
+
+Batch = dict[str, Tensor]
+
+
+class FusedAutoencoder(nn.Module, ABC):
+    def __init__(self, cfg: ModelConfig, spec: DataSpec, trunk_features: int):
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+        self.latent_head = latent_head(trunk_features, cfg.latent_dim, cfg.variational)
+
+    @abstractmethod
+    def trunk(self, x: Tensor) -> tuple[Tensor, Any]:
+        """Encoder body: (B, input_dim) -> ((B, trunk_features), task-head input or None)."""
+
+    @abstractmethod
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) -> (B, input_dim). `x` only for teacher forcing."""
+
+    def task_head(self, task_input: Any) -> Tensor | None:
+        """Auxiliary output fused into the loss (prediction, logits); None if the kind has none."""
+        return None
+
+    def task_loss(self, batch: Batch, out: ModelOutput) -> Tensor:
+        return out.reconstruction.new_zeros(())
+
+    def encode(self, x: Tensor) -> Latent:
+        features, _ = self.trunk(x)
+        return self.latent_head(features)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        x = batch["x"]
+        features, task_input = self.trunk(x)
+        latent = self.latent_head(features)
+        return ModelOutput(latent, self.decode(latent.z, x), self.task_head(task_input))
+
+    def loss(self, batch: Batch, out: ModelOutput, kl_weight: float = 1.0) -> dict[str, Tensor]:
+        """total = recon + task_weight * task + kl_weight * beta * kl (means over the batch).
+
+        `recon` is a mean over input elements, so `kl` is divided by the input size too:
+        with beta = 1 the two stay in the ELBO's proportion whatever the window length.
+        """
+        recon = F.mse_loss(out.reconstruction.float(), batch["x"].float())
+        task = self.task_loss(batch, out)
+        kl = kl_divergence(out.latent).mean() / self.spec.input_dim
+        total = recon + self.cfg.task_weight * task + kl_weight * self.cfg.beta * kl
+        return {"total": total, "recon": recon, "task": task, "kl": kl}
+
+    @torch.no_grad()
+    def score(self, batch: Batch, out: ModelOutput) -> Tensor:
+        """Per-row reconstruction MSE: the anomaly score (higher = more anomalous)."""
+        return (out.reconstruction.float() - batch["x"].float()).pow(2).mean(dim=1)

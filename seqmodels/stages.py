@@ -1,0 +1,190 @@
+"""One function per pipeline stage: read inputs named in Config.paths, call the library,
+publish outputs atomically. The DVC entry points in pipelines/ and the `seqmodels` CLI
+both call these, so there is exactly one implementation of each stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from seqmodels.config import SPLITS, Config
+from seqmodels.data import schemas
+from seqmodels.data.prepare import (
+    SCALER_FILE,
+    SERIES_FILE,
+    SPEC_FILE,
+    WINDOWS_FILE,
+    DataSpec,
+    prepare_windows,
+    windows_to_arrow,
+)
+from seqmodels.data.sources import load_source
+from seqmodels.errors import DataError, DataValidationError
+from seqmodels.outputs import (
+    MANIFEST,
+    build_manifest,
+    clean_stale_staging,
+    hash_path,
+    publishing,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+OUTPUT_VALIDATION_ROWS = 65_536
+
+
+def prepare(cfg: Config) -> None:
+    target = Path(cfg.paths.prepared)
+    clean_stale_staging(target)
+    table, features = load_source(cfg.data)
+    table = schemas.validate_table(table, schemas.series_schema(features), table="canonical series",
+                                   source=cfg.data.source)
+    windows, scaler, spec = prepare_windows(table, features, cfg.data, cfg.seed)
+    with publishing(target) as staging:
+        table.to_parquet(staging / SERIES_FILE, index=False)
+        pq.write_table(windows_to_arrow(windows, spec.input_dim), staging / WINDOWS_FILE)
+        write_json_atomic(staging / SCALER_FILE, scaler.to_dict())
+        write_json_atomic(staging / SPEC_FILE, spec.to_dict())
+    counts = windows.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
+    print(f"prepared {table['series_id'].nunique()} series -> {len(windows)} windows "
+          f"of {spec.window}x{spec.n_features} {counts} in {target}")
+
+
+def validate(cfg: Config) -> None:
+    prepared = Path(cfg.paths.prepared)
+    spec = DataSpec.load(prepared)
+    checks = [
+        ("canonical series", prepared / SERIES_FILE, schemas.series_schema(list(spec.features))),
+        ("windows", prepared / WINDOWS_FILE, schemas.window_schema(spec.input_dim)),
+    ]
+    entries: list[dict[str, Any]] = []
+    failures: list[DataValidationError] = []
+    for table, path, schema in checks:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:
+            raise DataError(f"cannot read {path}: {error}", where=str(path),
+                            fix="rerun the prepare stage") from None
+        try:
+            schemas.validate_table(frame, schema, table=table, source=str(path))
+            entries.append({"table": table, "source": str(path), "valid": True, "rows": len(frame)})
+        except DataValidationError as error:
+            entries.append({**error.report, "rows": len(frame)})
+            failures.append(error)
+    report = Path(cfg.paths.validation_report)
+    schemas.write_report(report, entries)
+    if failures:
+        raise DataValidationError("\n".join(f.what for f in failures), where=str(report),
+                                  fix="full report in the file above; fix the data and rerun")
+    tables = ", ".join(f"{e['table']} ({e['rows']} rows)" for e in entries)
+    print(f"validated {tables} -> {report}")
+
+
+def train(cfg: Config) -> None:
+    from seqmodels.checkpoints import export_model
+    from seqmodels.distributed.train import train_distributed
+
+    spec = DataSpec.load(cfg.paths.prepared)
+    model_dir = Path(cfg.paths.model)
+    clean_stale_staging(model_dir)
+    outcome = train_distributed(cfg)
+    best = {k: v for k, v in outcome.best_metrics.items() if isinstance(v, (int, float))}
+    with publishing(model_dir) as staging:
+        export_model(staging, outcome.weights, cfg.model, spec,
+                     extra={"best_metrics": best, "run": outcome.run_path, "seed": cfg.seed})
+    history = pd.DataFrame(outcome.history)
+    history["epoch"] = history["epoch"].astype(int) + 1
+    write_text_atomic(cfg.paths.train_history, history.to_csv(index=False))
+    write_json_atomic(cfg.paths.train_metrics, {
+        "best_epoch": int(best["epoch"]) + 1,
+        "best_val_loss": best.get("val_loss"),
+        "best_train_loss": best.get("train_loss"),
+        "epochs_run": len(history),
+        "first_train_loss": float(history["train_loss"].iloc[0]),
+        "mean_samples_per_s": float(history["samples_per_s"].mean()),
+        "workers": cfg.train.workers,
+    })
+    print(f"trained {cfg.model.kind} for {len(history)} epochs; best epoch {int(best['epoch']) + 1} "
+          f"val_loss={best.get('val_loss', float('nan')):.5f}; exported to {model_dir}")
+
+
+def _validate_output_parts(directory: Path, input_width: int | None, latent_dim: int) -> int:
+    """Validate the written Parquet in bounded chunks; returns the row count."""
+    schema = schemas.output_schema(input_width, latent_dim)
+    rows = 0
+    for part in sorted(directory.glob("*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_VALIDATION_ROWS):
+            schemas.validate_table(batch.to_pandas(), schema, table="inference output", source=str(part))
+            rows += batch.num_rows
+    return rows
+
+
+def infer(cfg: Config) -> None:
+    from seqmodels.checkpoints import load_exported_model
+    from seqmodels.distributed.infer import predict_to_parquet
+
+    prepared, model_dir, target = Path(cfg.paths.prepared), Path(cfg.paths.model), Path(cfg.paths.outputs)
+    _, model_cfg, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
+    windows = prepared / WINDOWS_FILE
+    expected_rows = pq.ParquetFile(windows).metadata.num_rows
+    clean_stale_staging(target)
+    with publishing(target) as staging:
+        predict_to_parquet(cfg, model_dir, windows, staging)
+        width = spec.input_dim if cfg.infer.write_reconstructions else None
+        rows = _validate_output_parts(staging, width, model_cfg.latent_dim)
+        if rows != expected_rows:
+            raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
+                            where=str(staging), fix="rerun the infer stage")
+        split_counts = (pads.dataset(staging).to_table(columns=["split"]).column("split")
+                        .value_counts().to_pylist())
+        write_json_atomic(staging / MANIFEST, build_manifest(
+            model={"path": str(model_dir), "sha256": hash_path(model_dir)},
+            input={"path": str(windows), "sha256": hash_path(windows)},
+            params=cfg.to_dict(),
+            rows=rows,
+            rows_per_split={item["values"]: item["counts"] for item in split_counts},
+            schema=pads.dataset(staging, format="parquet").schema.to_string(show_schema_metadata=False),
+        ))
+    print(f"wrote {rows} rows (latent_dim={model_cfg.latent_dim}) to {target}")
+
+
+def evaluate(cfg: Config) -> None:
+    from seqmodels import plots
+    from seqmodels.distributed.infer import vectors
+    from seqmodels.evaluation import Scored, evaluate_scores, pca_scores, score_table
+
+    outputs = Path(cfg.paths.outputs)
+    manifest = json.loads((outputs / MANIFEST).read_text())
+    dataset = pads.dataset(outputs, format="parquet")
+    columns = ["window_id", "split", "score"] + (["label"] if "label" in dataset.schema.names else [])
+    frame = dataset.to_table(columns=columns).to_pandas().sort_values("window_id")
+    windows = pq.read_table(Path(cfg.paths.prepared) / WINDOWS_FILE,
+                            columns=["window_id", "split", "x"]).sort_by("window_id")
+    x = vectors(windows.column("x")).astype(np.float64)
+    split = windows.column("split").to_numpy(zero_copy_only=False).astype(str)
+    model_scores = score_table(frame)
+    baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
+                                                    cfg.seed), label=model_scores.label)
+    result = evaluate_scores(model_scores, baseline)
+    result["rows"] = len(frame)
+    write_json_atomic(cfg.paths.eval_metrics, result)
+    plot_dir = Path(cfg.paths.plots)
+    clean_stale_staging(plot_dir)
+    with publishing(plot_dir) as staging:
+        plots.loss_curves(pd.read_csv(cfg.paths.train_history), staging / "loss.png")
+        plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
+                              staging / "scores.png")
+    model_auc, pca_auc = result["model"]["test_auroc"], result["pca"]["test_auroc"]
+    print(f"test MSE model={result['model']['mse'].get('test', float('nan')):.5f} "
+          f"pca={result['pca']['mse'].get('test', float('nan')):.5f}; "
+          f"test AUROC model={model_auc} pca={pca_auc}")
+
+
+STAGES = {"prepare": prepare, "validate": validate, "train": train, "infer": infer, "evaluate": evaluate}

@@ -1,0 +1,68 @@
+"""Shared fixtures: small generated series data and a tiny, fast configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqmodels.config import Config, config_from_mapping
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_series_table(n_series: int = 24, length: int = 40, n_features: int = 2, anomalous: int = 6,
+                      seed: int = 0) -> pd.DataFrame:
+    """Noisy sines; the last `anomalous` series get a square-wave burst (label 1)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = np.arange(length)
+    for i in range(n_series):
+        phase = rng.uniform(0, 2 * np.pi)
+        values = np.stack([np.sin(2 * np.pi * t / 20 + phase + k) for k in range(n_features)], axis=1)
+        values += rng.normal(0, 0.05, values.shape)
+        label = int(i >= n_series - anomalous)
+        if label:
+            values[length // 3: length // 3 + 8] = 2.5
+        frame = pd.DataFrame(values, columns=[f"f{k}" for k in range(n_features)])
+        frame.insert(0, "t", t.astype(np.int64))
+        frame.insert(0, "series_id", f"s{i:03d}")
+        frame["label"] = label
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def tiny_config(tmp_path: Path, **sections) -> Config:
+    """A config that trains in seconds, with every path under tmp_path."""
+    raw = {
+        "seed": 0,
+        "data": {"source": str(tmp_path / "series.csv"), "window": 20, "stride": 10,
+                 "split": {"val": 0.2, "test": 0.2}},
+        "model": {"kind": "recurrent", "hidden_size": 16, "latent_dim": 4},
+        "train": {"workers": 2, "epochs": 3, "batch_size": 8, "lr": 0.01,
+                  "storage": str(tmp_path / "runs")},
+        "infer": {"batch_size": 16},
+        "ray": {"num_cpus": 4},
+        "paths": {name: str(tmp_path / value) for name, value in {
+            "prepared": "prepared", "validation_report": "reports/validation.json",
+            "model": "models/latest", "train_metrics": "metrics/train.json",
+            "train_history": "metrics/history.csv", "outputs": "outputs/latents",
+            "eval_metrics": "metrics/eval.json", "plots": "plots"}.items()},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_mapping(raw, "tiny test config")
+
+
+@pytest.fixture
+def series_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "series.csv"
+    make_series_table().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, series_csv: Path) -> Config:
+    return tiny_config(tmp_path)

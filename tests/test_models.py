@@ -1,0 +1,124 @@
+import itertools
+
+import pytest
+import torch
+
+from seqmodels.checkpoints import CheckpointError, export_model, load_exported_model, safe_load
+from seqmodels.config import ModelConfig
+from seqmodels.data.prepare import DataSpec
+from seqmodels.models import build_model, model_kinds
+from seqmodels.training import seed_everything
+
+SPEC = DataSpec(kind="series", window=12, features=("a", "b"), has_labels=True)
+VARIANTS = [
+    {"kind": "recurrent", "cell": "gru"},
+    {"kind": "recurrent", "cell": "lstm", "bidirectional": True, "num_layers": 2},
+    {"kind": "dense"},
+]
+CASES = [dict(v, variational=var) for v, var in itertools.product(VARIANTS, [False, True])]
+
+
+def model_for(case, seed=0):
+    seed_everything(seed)
+    return build_model(ModelConfig(hidden_size=16, latent_dim=3, **case), SPEC)
+
+
+def batch(n=6, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(n, SPEC.input_dim, generator=generator)}
+
+
+def test_registry_lists_the_implemented_kinds():
+    assert {"recurrent", "dense"} <= set(model_kinds())
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_shapes_and_loss_parts(case):
+    model = model_for(case).eval()
+    inputs = batch()
+    out = model(inputs)
+    assert out.latent.code.shape == (6, 3)
+    assert out.reconstruction.shape == (6, SPEC.input_dim)
+    assert model.score(inputs, out).shape == (6,)
+    losses = model.loss(inputs, out)
+    assert set(losses) == {"total", "recon", "task", "kl"}
+    assert (losses["kl"] > 0) == case["variational"]
+    if case["kind"] == "recurrent":
+        assert out.aux.shape == (6, SPEC.window - 1, SPEC.n_features)
+        assert losses["task"] > 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_gradients_reach_every_parameter(case):
+    model = model_for(case).train()
+    inputs = batch()
+    model.loss(inputs, model(inputs))["total"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_overfits_a_tiny_batch(case):
+    model = model_for(case).train()
+    inputs = batch(n=4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(inputs, model(inputs))["recon"].item()
+    for _ in range(150):
+        optimizer.zero_grad()
+        model.loss(inputs, model(inputs))["total"].backward()
+        optimizer.step()
+    last = model.loss(inputs, model.eval()(inputs))["recon"].item()
+    assert last < 0.3 * first
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_export_and_load_gives_identical_outputs(case, tmp_path):
+    model = model_for(case).eval()
+    export_model(tmp_path, model.state_dict(), model.cfg, SPEC)
+    loaded, cfg, spec = load_exported_model(tmp_path)
+    assert cfg == model.cfg and spec == SPEC
+    inputs = batch()
+    torch.testing.assert_close(loaded(inputs).reconstruction, model(inputs).reconstruction, rtol=0, atol=0)
+
+
+def test_same_seed_same_model_different_seed_different_model():
+    a, b, c = model_for(CASES[0], 0), model_for(CASES[0], 0), model_for(CASES[0], 1)
+    inputs = batch()
+    torch.testing.assert_close(a.eval()(inputs).reconstruction, b.eval()(inputs).reconstruction)
+    assert not torch.allclose(a(inputs).reconstruction, c.eval()(inputs).reconstruction)
+
+
+def test_prediction_head_cannot_see_the_step_it_predicts():
+    model = model_for({"kind": "recurrent", "bidirectional": True}).eval()
+    inputs = batch(n=2)
+    changed = {"x": inputs["x"].clone()}
+    changed["x"][:, -SPEC.n_features:] += 5.0  # change only the last time step
+    # Predictions for steps 1..T-2 are made from steps 0..T-3 and must not move.
+    torch.testing.assert_close(model(inputs).aux[:, :-1], model(changed).aux[:, :-1])
+
+
+def test_variational_latent_is_deterministic_in_eval_and_random_in_train():
+    model = model_for({"kind": "dense", "variational": True})
+    inputs = batch()
+    torch.testing.assert_close(model.eval()(inputs).latent.z, model(inputs).latent.z)
+    model.train()
+    assert not torch.allclose(model(inputs).latent.z, model(inputs).latent.z)
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "state.pt"
+    torch.save({"model": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        safe_load(path)
+
+
+def test_truncated_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(100)}, path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=str(path)):
+        safe_load(path)

@@ -1,0 +1,73 @@
+"""End-to-end: `dvc repro` in a fresh git copy of the repository, tiny params, real Ray."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def sh(*args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """The project's files as a user's clone would have them (tracked + not ignored)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    target = tmp_path / "repo"
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    params["train"].update(epochs=3)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=target)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=target)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=target)
+    return target
+
+
+def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
+    first = sh("dvc", "repro", cwd=repo_copy)
+    for stage in ("prepare", "validate", "train", "infer", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+
+    report = json.loads((repo_copy / "reports/validation.json").read_text())
+    assert report["valid"] is True
+    train = json.loads((repo_copy / "metrics/train.json").read_text())
+    assert train["epochs_run"] == 3
+    manifest = json.loads((repo_copy / "outputs/latents/_manifest.json").read_text())
+    assert manifest["rows"] == 200 and manifest["git"]["commit"]
+    evaluation = json.loads((repo_copy / "metrics/eval.json").read_text())
+    assert 0.0 <= evaluation["model"]["test_auroc"] <= 1.0
+    assert evaluation["pca"]["mse"]["test"] > 0
+    for png in ("plots/loss.png", "plots/scores.png"):
+        assert (repo_copy / png).stat().st_size > 1000
+    assert (repo_copy / "dvc.lock").exists()
+
+    shown = sh("dvc", "metrics", "show", "--json", cwd=repo_copy)
+    assert "test_auroc" in shown.stdout
+
+    again = sh("dvc", "repro", cwd=repo_copy)
+    assert "Running stage" not in again.stdout
+    status = sh("dvc", "status", cwd=repo_copy)
+    assert "up to date" in status.stdout

@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqmodels.config import DataConfig, SplitFractions
+from seqmodels.data.prepare import assign_splits, cut_windows, prepare_windows, series_level_labels
+from seqmodels.errors import DataError
+from tests.conftest import make_series_table
+
+FEATURES = ["f0", "f1"]
+
+
+def prepared(window=20, stride=10, **table_kwargs):
+    table = make_series_table(**table_kwargs)
+    cfg = DataConfig(source="unused.csv", window=window, stride=stride,
+                     split=SplitFractions(val=0.2, test=0.2))
+    return table, *prepare_windows(table, FEATURES, cfg, seed=3)
+
+
+def test_each_series_lands_in_exactly_one_split_and_anomalies_only_in_test():
+    _, windows, _, _ = prepared()
+    per_series = windows.groupby("series_id")["split"].nunique()
+    assert (per_series == 1).all()
+    assert set(windows.loc[windows["label"] == 1, "split"]) == {"test"}
+    assert set(windows["split"]) == {"train", "val", "test"}
+
+
+def test_scaler_is_fitted_on_training_rows_only():
+    table, windows, scaler, _ = prepared()
+    train_ids = windows.loc[windows["split"] == "train", "series_id"].unique()
+    train_rows = table[table["series_id"].isin(train_ids)]
+    np.testing.assert_allclose(scaler.mean, train_rows[FEATURES].mean().to_numpy(), rtol=1e-9)
+    # Changing test data must not move the scaler.
+    test_ids = windows.loc[windows["split"] == "test", "series_id"].unique()
+    shifted = table.copy()
+    shifted.loc[shifted["series_id"].isin(test_ids), FEATURES] += 100.0
+    _, scaler2, _ = prepare_windows(shifted, FEATURES, DataConfig(
+        source="x.csv", window=20, stride=10, split=SplitFractions(val=0.2, test=0.2)), seed=3)
+    assert scaler2 == scaler
+
+
+def test_windows_have_expected_count_shape_and_values():
+    table, windows, scaler, spec = prepared(window=20, stride=10)
+    per_series = (40 - 20) // 10 + 1
+    assert len(windows) == 24 * per_series
+    assert spec.input_dim == 20 * 2
+    assert all(len(x) == 40 for x in windows["x"])
+    first = windows.iloc[1]  # second window of the first series: starts at t=10
+    raw = table[table["series_id"] == first["series_id"]][FEATURES].to_numpy()[10:30]
+    expected = ((raw - np.asarray(scaler.mean)) / np.asarray(scaler.std)).reshape(-1)
+    np.testing.assert_allclose(first["x"], expected, rtol=1e-5)
+    assert first["start"] == 10
+    assert windows["window_id"].is_unique
+
+
+def test_series_shorter_than_window_is_rejected_with_advice():
+    table = make_series_table(length=15)
+    splits = assign_splits(series_level_labels(table), SplitFractions(val=0.2, test=0.2), 0)
+    with pytest.raises(DataError, match=r"shorter than data.window=20") as caught:
+        cut_windows(table, table[FEATURES].to_numpy(np.float32), splits, 20, 10)
+    assert "data.window <= 15" in caught.value.message
+
+
+def test_empty_split_is_reported():
+    labels = pd.Series([0, 0], index=pd.Index(["a", "b"], name="series_id"))
+    with pytest.raises(DataError, match="got no series"):
+        assign_splits(labels, SplitFractions(val=0.2, test=0.2), seed=0)
+
+
+def test_splits_are_deterministic_for_a_seed():
+    labels = series_level_labels(make_series_table())
+    fractions = SplitFractions(val=0.2, test=0.2)
+    assert assign_splits(labels, fractions, 1).equals(assign_splits(labels, fractions, 1))
+    assert not assign_splits(labels, fractions, 1).equals(assign_splits(labels, fractions, 2))
