@@ -41,6 +41,13 @@ def summarise(scored: Scored) -> dict[str, Any]:
     per_split = {s: float(scored.score[scored.split == s].mean())
                  for s in SPLITS if np.any(scored.split == s)}
     test = scored.split == "test"
+    if scored.label is not None:
+        # Held-out normal rows measure reconstruction quality; anomalous rows *should*
+        # reconstruct badly, so the all-of-test figure mixes two opposite goals.
+        for name, value in (("test_normal", 0), ("test_anomalous", 1)):
+            rows = test & (scored.label == value)
+            if rows.any():
+                per_split[name] = float(scored.score[rows].mean())
     value, reason = auroc(scored.score[test], None if scored.label is None else scored.label[test])
     summary: dict[str, Any] = {"mse": per_split, "test_auroc": value}
     if reason:
@@ -60,9 +67,10 @@ def pca_scores(x: np.ndarray, split: np.ndarray, latent_dim: int, seed: int) -> 
 def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:
     model_summary, pca_summary = summarise(model), summarise(pca)
     result = {"model": model_summary, "pca": pca_summary}
-    if "test" in model_summary["mse"]:
-        pca_test = max(pca_summary["mse"]["test"], 1e-12)
-        result["test_mse_ratio_vs_pca"] = model_summary["mse"]["test"] / pca_test
+    for split in ("test", "test_normal"):
+        if split in model_summary["mse"]:
+            pca_mse = max(pca_summary["mse"][split], 1e-12)
+            result[f"{split}_mse_ratio_vs_pca"] = model_summary["mse"][split] / pca_mse
     return result
 
 

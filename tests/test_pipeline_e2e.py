@@ -37,6 +37,11 @@ def repo_copy(tmp_path):
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    # Start from no results at all, so every stage must run (a clone with dvc.lock
+    # would legitimately skip stages whose deterministic outputs match the lock).
+    (target / "dvc.lock").unlink(missing_ok=True)
+    for result in ("metrics", "reports", "plots"):
+        shutil.rmtree(target / result, ignore_errors=True)
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["train"].update(epochs=3)
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

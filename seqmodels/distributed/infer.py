@@ -2,7 +2,7 @@
 
 The model is loaded once per actor; batches stay Arrow tables end to end, and vectors are
 written as fixed_size_list<float32> columns so consumers read (N, d) arrays directly.
-Output files are named part-XXXXX.parquet in input order, so identical inputs give
+Output files are named part-<task>-<file>.parquet in input order, so identical inputs give
 byte-identical folders (and unchanged DVC hashes).
 """
 
@@ -62,7 +62,7 @@ def _part_filenames():
 
     class PartFilenames(FilenameProvider):
         def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{task_index:05d}.parquet"
+            return f"part-{task_index:05d}-{{i}}.parquet"  # Ray fills {i} per file of a task
 
     return PartFilenames()
 

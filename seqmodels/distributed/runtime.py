@@ -18,9 +18,9 @@ from seqmodels.errors import SeqmodelsError
 
 def init_ray(cfg: RayConfig) -> None:
     import ray
-    from ray.data import DataContext, ExecutionResources
 
     if ray.is_initialized():
+        configure_data_context(cfg)  # Ray Train may have swapped the execution options
         return
     address = cfg.resolved_address
     quiet = ray.LoggingConfig(log_level=cfg.log_level)
@@ -42,6 +42,13 @@ def init_ray(cfg: RayConfig) -> None:
         raise SeqmodelsError(f"cannot connect to Ray at {address}: {error}",
                              where="RAY_ADDRESS / ray.address",
                              fix="check the address, or unset it to run on a local Ray") from None
+    configure_data_context(cfg)
+
+
+def configure_data_context(cfg: RayConfig) -> None:
+    """Ordered, CPU-capped Ray Data execution; called before every pipeline is built."""
+    from ray.data import DataContext, ExecutionResources
+
     logging.getLogger("ray.data").setLevel(cfg.log_level)  # the driver's logger may predate the env
     context = DataContext.get_current()
     context.execution_options.preserve_order = True  # deterministic output order

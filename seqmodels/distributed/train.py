@@ -78,7 +78,7 @@ def read_split(windows_path: Path | str, split: str, materialize: bool):
     import ray.data
     from ray.data.expressions import col
 
-    dataset = ray.data.read_parquet(str(windows_path), columns=["split", "x"])
+    dataset = ray.data.read_parquet(str(windows_path)).select_columns(["split", "x"])
     dataset = dataset.filter(expr=col("split") == split).select_columns(["x"])
     return dataset.materialize() if materialize else dataset
 
