@@ -37,11 +37,14 @@ class SplitFractions(_Section):
 
 
 class DataConfig(_Section):
-    kind: Literal["series"] = "series"
+    kind: Literal["series", "images"] = "series"
     source: str = Field(
         "gunpoint",
-        description="A bundled dataset name (see seqmodels.data.sources.BUNDLED) or a path to a "
-        "canonical-table CSV/Parquet file.",
+        description="A bundled dataset name (series: gunpoint; images: digits) or a path to a "
+        "CSV/Parquet file in the modality's table contract.",
+    )
+    image_shape: tuple[int, int, int] | None = Field(
+        None, description="(channels, height, width) of images read from a file source."
     )
     features: list[str] | None = Field(
         None, description="Feature columns of a file source; default: every non-reserved column."

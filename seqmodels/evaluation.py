@@ -74,7 +74,15 @@ def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:
     return result
 
 
-def score_table(frame: pd.DataFrame) -> Scored:
-    label = frame["label"].to_numpy() if "label" in frame.columns else None
+def class_accuracy(frame: pd.DataFrame) -> dict[str, float]:
+    """Classifier-head accuracy per split."""
+    hits = frame["predicted_class"].to_numpy() == frame["label"].to_numpy()
+    split = frame["split"].to_numpy().astype(str)
+    return {s: float(hits[split == s].mean()) for s in SPLITS if np.any(split == s)}
+
+
+def score_table(frame: pd.DataFrame, anomaly_labels: bool = True) -> Scored:
+    """Scores with their anomaly labels; class labels (images) are not anomaly labels."""
+    label = frame["label"].to_numpy() if anomaly_labels and "label" in frame.columns else None
     return Scored(split=frame["split"].to_numpy().astype(str), score=frame["score"].to_numpy(np.float64),
                   label=label)

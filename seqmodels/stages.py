@@ -17,15 +17,16 @@ import pyarrow.parquet as pq
 from seqmodels.config import SPLITS, Config
 from seqmodels.data import schemas
 from seqmodels.data.prepare import (
+    EXAMPLES_FILE,
     SCALER_FILE,
     SERIES_FILE,
     SPEC_FILE,
-    WINDOWS_FILE,
     DataSpec,
+    examples_to_arrow,
+    prepare_images,
     prepare_windows,
-    windows_to_arrow,
 )
-from seqmodels.data.sources import load_source
+from seqmodels.data.sources import load_images, load_source
 from seqmodels.errors import DataError, DataValidationError
 from seqmodels.outputs import (
     MANIFEST,
@@ -43,27 +44,41 @@ OUTPUT_VALIDATION_ROWS = 65_536
 def prepare(cfg: Config) -> None:
     target = Path(cfg.paths.prepared)
     clean_stale_staging(target)
-    table, features = load_source(cfg.data)
-    table = schemas.validate_table(table, schemas.series_schema(features), table="canonical series",
-                                   source=cfg.data.source)
-    windows, scaler, spec = prepare_windows(table, features, cfg.data, cfg.seed)
+    extra: dict[str, Any] = {}
+    if cfg.data.kind == "series":
+        table, features = load_source(cfg.data)
+        table = schemas.validate_table(table, schemas.series_schema(features), table="canonical series",
+                                       source=cfg.data.source)
+        examples, scaler, spec = prepare_windows(table, features, cfg.data, cfg.seed)
+        extra = {SERIES_FILE: table, SCALER_FILE: scaler.to_dict()}
+        what = f"{table['series_id'].nunique()} series -> {len(examples)} windows"
+    else:
+        source = load_images(cfg.data)
+        examples, spec = prepare_images(source.images, source.labels, source.n_classes, cfg.data, cfg.seed)
+        what = f"{len(examples)} images"
+    schemas.validate_table(examples, schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes),
+                           table=spec.kind, source=cfg.data.source)
     with publishing(target) as staging:
-        table.to_parquet(staging / SERIES_FILE, index=False)
-        pq.write_table(windows_to_arrow(windows, spec.input_dim), staging / WINDOWS_FILE)
-        write_json_atomic(staging / SCALER_FILE, scaler.to_dict())
+        pq.write_table(examples_to_arrow(examples, spec.input_dim), staging / EXAMPLES_FILE)
         write_json_atomic(staging / SPEC_FILE, spec.to_dict())
-    counts = windows.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
-    print(f"prepared {table['series_id'].nunique()} series -> {len(windows)} windows "
-          f"of {spec.window}x{spec.n_features} {counts} in {target}")
+        for name, payload in extra.items():
+            if isinstance(payload, pd.DataFrame):
+                payload.to_parquet(staging / name, index=False)
+            else:
+                write_json_atomic(staging / name, payload)
+    counts = examples.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
+    shape = "x".join(str(n) for n in spec.input_shape)
+    print(f"prepared {what} of shape {shape} {counts} in {target}")
 
 
 def validate(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
     spec = DataSpec.load(prepared)
-    checks = [
-        ("canonical series", prepared / SERIES_FILE, schemas.series_schema(list(spec.features))),
-        ("windows", prepared / WINDOWS_FILE, schemas.window_schema(spec.input_dim)),
-    ]
+    checks = [(spec.kind, prepared / EXAMPLES_FILE,
+               schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes))]
+    if spec.kind == "series":
+        checks.insert(0, ("canonical series", prepared / SERIES_FILE,
+                          schemas.series_schema(list(spec.features))))
     entries: list[dict[str, Any]] = []
     failures: list[DataValidationError] = []
     for table, path, schema in checks:
@@ -115,9 +130,8 @@ def train(cfg: Config) -> None:
           f"val_loss={best.get('val_loss', float('nan')):.5f}; exported to {model_dir}")
 
 
-def _validate_output_parts(directory: Path, input_width: int | None, latent_dim: int) -> int:
+def _validate_output_parts(directory: Path, schema) -> int:
     """Validate the written Parquet in bounded chunks; returns the row count."""
-    schema = schemas.output_schema(input_width, latent_dim)
     rows = 0
     for part in sorted(directory.glob("*.parquet")):
         for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_VALIDATION_ROWS):
@@ -132,13 +146,14 @@ def infer(cfg: Config) -> None:
 
     prepared, model_dir, target = Path(cfg.paths.prepared), Path(cfg.paths.model), Path(cfg.paths.outputs)
     _, model_cfg, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
-    windows = prepared / WINDOWS_FILE
+    windows = prepared / EXAMPLES_FILE
     expected_rows = pq.ParquetFile(windows).metadata.num_rows
     clean_stale_staging(target)
     with publishing(target) as staging:
         predict_to_parquet(cfg, model_dir, windows, staging)
         width = spec.input_dim if cfg.infer.write_reconstructions else None
-        rows = _validate_output_parts(staging, width, model_cfg.latent_dim)
+        rows = _validate_output_parts(staging, schemas.output_schema(
+            spec.kind, width, model_cfg.latent_dim, spec.n_classes))
         if rows != expected_rows:
             raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
                             where=str(staging), fix="rerun the infer stage")
@@ -158,21 +173,25 @@ def infer(cfg: Config) -> None:
 def evaluate(cfg: Config) -> None:
     from seqmodels import plots
     from seqmodels.distributed.infer import vectors
-    from seqmodels.evaluation import Scored, evaluate_scores, pca_scores, score_table
+    from seqmodels.evaluation import Scored, class_accuracy, evaluate_scores, pca_scores, score_table
 
     outputs = Path(cfg.paths.outputs)
     manifest = json.loads((outputs / MANIFEST).read_text())
+    spec = DataSpec.load(cfg.paths.prepared)
+    key = spec.id_column
     dataset = pads.dataset(outputs, format="parquet")
-    columns = ["window_id", "split", "score"] + (["label"] if "label" in dataset.schema.names else [])
-    frame = dataset.to_table(columns=columns).to_pandas().sort_values("window_id")
-    windows = pq.read_table(Path(cfg.paths.prepared) / WINDOWS_FILE,
-                            columns=["window_id", "split", "x"]).sort_by("window_id")
-    x = vectors(windows.column("x")).astype(np.float64)
-    split = windows.column("split").to_numpy(zero_copy_only=False).astype(str)
-    model_scores = score_table(frame)
+    optional = [c for c in ("label", "predicted_class") if c in dataset.schema.names]
+    frame = dataset.to_table(columns=[key, "split", "score", *optional]).to_pandas().sort_values(key)
+    examples = pq.read_table(Path(cfg.paths.prepared) / EXAMPLES_FILE,
+                             columns=[key, "split", "x"]).sort_by(key)
+    x = vectors(examples.column("x")).astype(np.float64)
+    split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
+    model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
     baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
                                                     cfg.seed), label=model_scores.label)
     result = evaluate_scores(model_scores, baseline)
+    if "predicted_class" in frame.columns and "label" in frame.columns:
+        result["model"]["accuracy"] = class_accuracy(frame)
     result["rows"] = len(frame)
     write_json_atomic(cfg.paths.eval_metrics, result)
     plot_dir = Path(cfg.paths.plots)
@@ -182,9 +201,11 @@ def evaluate(cfg: Config) -> None:
         plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
                               staging / "scores.png")
     model_auc, pca_auc = result["model"]["test_auroc"], result["pca"]["test_auroc"]
+    accuracy = result["model"].get("accuracy", {}).get("test")
     print(f"test MSE model={result['model']['mse'].get('test', float('nan')):.5f} "
           f"pca={result['pca']['mse'].get('test', float('nan')):.5f}; "
-          f"test AUROC model={model_auc} pca={pca_auc}")
+          f"test AUROC model={model_auc} pca={pca_auc}"
+          + (f"; test accuracy {accuracy:.4f}" if accuracy is not None else ""))
 
 
 STAGES = {"prepare": prepare, "validate": validate, "train": train, "infer": infer, "evaluate": evaluate}

@@ -9,11 +9,12 @@ from seqmodels.data.prepare import DataSpec
 from seqmodels.models import build_model, model_kinds
 from seqmodels.training import seed_everything
 
-SPEC = DataSpec(kind="series", window=12, features=("a", "b"), has_labels=True)
+SPEC = DataSpec(kind="series", input_shape=(12, 2), features=("a", "b"), has_labels=True)
 VARIANTS = [
     {"kind": "recurrent", "cell": "gru"},
     {"kind": "recurrent", "cell": "lstm", "bidirectional": True, "num_layers": 2},
     {"kind": "dense"},
+    {"kind": "conv", "num_layers": 2},
 ]
 CASES = [dict(v, variational=var) for v, var in itertools.product(VARIANTS, [False, True])]
 
@@ -29,7 +30,7 @@ def batch(n=6, seed=1):
 
 
 def test_registry_lists_the_implemented_kinds():
-    assert {"recurrent", "dense"} <= set(model_kinds())
+    assert {"recurrent", "dense", "conv"} <= set(model_kinds())
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -122,3 +123,31 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(CheckpointError, match=str(path)):
         safe_load(path)
+
+
+IMAGE_SPEC = DataSpec(kind="images", input_shape=(1, 8, 8), has_labels=True, n_classes=10)
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_conv_on_images_has_a_classifier_head_fused_into_the_loss(variational):
+    seed_everything(0)
+    model = build_model(ModelConfig(kind="conv", hidden_size=8, latent_dim=4, num_layers=2,
+                                    task_weight=0.5, variational=variational), IMAGE_SPEC).eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"x": torch.rand(5, 64, generator=generator), "label": torch.tensor([0, 1, 2, 3, 9])}
+    out = model(inputs)
+    assert out.reconstruction.shape == (5, 64)
+    assert out.aux.shape == (5, 10)
+    losses = model.loss(inputs, out)
+    expected_task = torch.nn.functional.cross_entropy(out.aux, inputs["label"])
+    torch.testing.assert_close(losses["task"], expected_task)
+    torch.testing.assert_close(losses["total"], losses["recon"] + 0.5 * losses["task"]
+                               + model.cfg.beta * losses["kl"])
+    predicted = model.extra_outputs(out)["predicted_class"]
+    assert torch.equal(predicted, out.aux.argmax(dim=1))
+
+
+def test_conv_crops_odd_sizes_back_to_the_input():
+    spec = DataSpec(kind="series", input_shape=(37, 3), features=("a", "b", "c"))
+    model = build_model(ModelConfig(kind="conv", hidden_size=4, latent_dim=2, num_layers=3), spec)
+    assert model({"x": torch.zeros(2, 37 * 3)}).reconstruction.shape == (2, 111)

@@ -76,3 +76,14 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     assert "Running stage" not in again.stdout
     status = sh("dvc", "status", cwd=repo_copy)
     assert "up to date" in status.stdout
+
+
+def test_dvc_exp_run_switches_modality_and_model_from_the_command_line(repo_copy):
+    sh("dvc", "exp", "run", "-S", "data.kind=images", "-S", "data.source=digits",
+       "-S", "model.kind=conv", "-S", "model.num_layers=2", "-S", "train.batch_size=64",
+       "-S", "model.task_weight=0.01", cwd=repo_copy)
+    evaluation = json.loads((repo_copy / "metrics/eval.json").read_text())
+    assert evaluation["rows"] == 1797
+    assert evaluation["model"]["accuracy"]["test"] > 0.3
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo_copy)
+    assert "accuracy" in shown.stdout

@@ -71,7 +71,7 @@ def _windows(width=4, rows=3):
 
 
 def test_window_schema_checks_vector_width_finiteness_and_ids():
-    schema = schemas.window_schema(4)
+    schema = schemas.examples_schema("series", 4)
     schemas.validate_table(_windows(), schema, table="windows", source="w")
     bad = _windows()
     bad.at[1, "x"] = np.zeros(3, np.float32)

@@ -18,7 +18,7 @@ from seqmodels.training import (
 )
 from tests.conftest import REPO
 
-SPEC = DataSpec(kind="series", window=10, features=("a",), has_labels=False)
+SPEC = DataSpec(kind="series", input_shape=(10, 1), features=("a",))
 
 
 def loaders(n=32, batch=8):

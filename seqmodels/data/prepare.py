@@ -9,6 +9,7 @@ anomaly score must find. The scaler is fitted on training rows alone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,34 +22,62 @@ from seqmodels.errors import DataError
 
 SPEC_FILE = "spec.json"
 SCALER_FILE = "scaler.json"
-WINDOWS_FILE = "windows.parquet"
+EXAMPLES_FILE = "examples.parquet"  # windows (series) or images: one model input per row
 SERIES_FILE = "series.parquet"
+
+
+ID_COLUMNS = {"series": "window_id", "images": "image_id"}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model needs to know about its input; saved beside the prepared data."""
+    """What a model needs to know about its input; saved beside the prepared data.
+
+    `input_shape` is (window, n_features) for series and (channels, height, width) for
+    images; rows always store it flattened (C-order) in the `x` column. `n_classes > 1`
+    means `label` is a class id (classifier heads); otherwise `label`, when present, is
+    the anomaly flag.
+    """
 
     kind: str
-    window: int
-    features: tuple[str, ...]
-    has_labels: bool
+    input_shape: tuple[int, ...]
+    features: tuple[str, ...] = ()
+    has_labels: bool = False
+    n_classes: int = 0
+
+    @property
+    def window(self) -> int:
+        return self.input_shape[0]
 
     @property
     def n_features(self) -> int:
-        return len(self.features)
+        return self.input_shape[-1] if self.kind == "series" else 1
 
     @property
     def input_dim(self) -> int:
-        return self.window * self.n_features
+        return math.prod(self.input_shape)
+
+    @property
+    def id_column(self) -> str:
+        return ID_COLUMNS[self.kind]
+
+    @property
+    def anomaly_labels(self) -> bool:
+        return self.has_labels and self.n_classes <= 1
+
+    @property
+    def model_inputs(self) -> list[str]:
+        """Columns a training batch needs: the labels only feed a classifier head."""
+        return ["x", "label"] if self.has_labels and self.n_classes > 1 else ["x"]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "features": list(self.features)}
+        return {**asdict(self), "features": list(self.features), "input_shape": list(self.input_shape)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> DataSpec:
-        return cls(kind=raw["kind"], window=int(raw["window"]), features=tuple(raw["features"]),
-                   has_labels=bool(raw["has_labels"]))
+        return cls(kind=raw["kind"], input_shape=tuple(int(n) for n in raw["input_shape"]),
+                   features=tuple(raw.get("features", ())), has_labels=bool(raw["has_labels"]),
+                   n_classes=int(raw.get("n_classes", 0)))
 
     @classmethod
     def load(cls, prepared_dir: str | Path) -> DataSpec:
@@ -170,15 +199,41 @@ def prepare_windows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
     train_rows = table["series_id"].map(splits).eq("train").to_numpy()
     scaler = StandardScaler.fit(table.loc[train_rows], features)
     windows = cut_windows(table, scaler.transform(table), splits, cfg.window, cfg.stride)
-    spec = DataSpec(kind=cfg.kind, window=cfg.window, features=tuple(features),
+    spec = DataSpec(kind="series", input_shape=(cfg.window, len(features)), features=tuple(features),
                     has_labels="label" in table.columns)
     return windows, scaler, spec
 
 
-def windows_to_arrow(windows: pd.DataFrame, width: int) -> pa.Table:
+def split_examples(n: int, fractions: SplitFractions, seed: int) -> np.ndarray:
+    """Random train/val/test assignment for independent examples (images)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = round(n * fractions.test), round(n * fractions.val)
+    splits = np.empty(n, dtype=object)
+    splits[order[:n_test]] = "test"
+    splits[order[n_test:n_test + n_val]] = "val"
+    splits[order[n_test + n_val:]] = "train"
+    return splits.astype(str)
+
+
+def prepare_images(images: np.ndarray, labels: np.ndarray | None, n_classes: int, cfg: DataConfig,
+                   seed: int) -> tuple[pd.DataFrame, DataSpec]:
+    """(N, C, H, W) images already scaled to [0, 1] -> the Images table and its spec."""
+    if images.ndim != 4:
+        raise DataError(f"images must have shape (N, C, H, W); got {images.shape}", where=cfg.source)
+    n = images.shape[0]
+    frame = pd.DataFrame({"image_id": np.arange(n, dtype=np.int64),
+                          "split": split_examples(n, cfg.split, seed)})
+    frame["x"] = list(images.reshape(n, -1).astype(np.float32))
+    if labels is not None:
+        frame["label"] = labels.astype(np.int64)
+    spec = DataSpec(kind="images", input_shape=tuple(images.shape[1:]), has_labels=labels is not None,
+                    n_classes=n_classes)
+    return frame, spec
+
+
+def examples_to_arrow(windows: pd.DataFrame, width: int) -> pa.Table:
     """Store `x` as fixed_size_list<float32> so readers get (N, width) arrays without copies."""
     flat = pa.array(np.stack(windows["x"].to_numpy()).reshape(-1).astype(np.float32))
     columns = {c: windows[c].to_numpy() for c in windows.columns if c != "x"}
     table = pa.table(columns)
-    return table.add_column(table.schema.get_field_index("start") + 1, "x",
-                            pa.FixedSizeListArray.from_arrays(flat, width))
+    return table.append_column("x", pa.FixedSizeListArray.from_arrays(flat, width))

@@ -54,19 +54,19 @@ class WindowTable(pa.DataFrameModel):
         strict = True
 
 
-class OutputTable(pa.DataFrameModel):
-    """Batch-inference rows: ids, split, latent, reconstruction, score, optional label."""
+class ImageTable(pa.DataFrameModel):
+    """Prepared images: `x` holds C*H*W float32 values; `label` is a class id."""
 
-    window_id: Series[np.int64] = pa.Field(unique=True, ge=0)
-    series_id: Series[str]
+    image_id: Series[np.int64] = pa.Field(unique=True, ge=0)
     split: Series[str] = pa.Field(isin=list(SPLITS))
-    start: Series[np.int64] = pa.Field(ge=0)
-    latent: Series[object]
-    score: Series[np.float32] = pa.Field(ge=0)
-    label: Series[np.int64] | None = pa.Field(isin=[0, 1])
+    x: Series[object]
+    label: Series[np.int64] | None = pa.Field(ge=0)
 
     class Config:
         strict = True
+
+
+EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable}
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -90,16 +90,27 @@ def series_schema(features: list[str]) -> pa.DataFrameSchema:
     )
 
 
-def window_schema(width: int) -> pa.DataFrameSchema:
-    return WindowTable.to_schema().update_column("x", checks=[_vector_check(width)])
-
-
-def output_schema(input_width: int | None, latent_dim: int) -> pa.DataFrameSchema:
-    schema = OutputTable.to_schema().update_column("latent", checks=[_vector_check(latent_dim)])
-    if input_width is not None:
-        reconstruction = pa.Column(object, checks=[_vector_check(input_width)])
-        schema = schema.add_columns({"reconstruction": reconstruction})
+def examples_schema(kind: str, width: int, n_classes: int = 0) -> pa.DataFrameSchema:
+    """Windows (series) or images: `x` of `width` finite floats; class ids below n_classes."""
+    schema = EXAMPLE_TABLES[kind].to_schema().update_column("x", checks=[_vector_check(width)])
+    if n_classes > 1:
+        schema = schema.update_column("label", checks=[pa.Check.in_range(0, n_classes - 1)])
     return schema
+
+
+def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes: int = 0,
+                  ) -> pa.DataFrameSchema:
+    """Inference rows: the input's columns except `x`, plus latent, score, [reconstruction],
+    [predicted_class] (when the model has a classifier head)."""
+    columns: dict[str, pa.Column] = {
+        "latent": pa.Column(object, checks=[_vector_check(latent_dim)]),
+        "score": pa.Column(np.float32, checks=[pa.Check.ge(0)], nullable=False),
+    }
+    if input_width is not None:
+        columns["reconstruction"] = pa.Column(object, checks=[_vector_check(input_width)])
+    if n_classes > 1:
+        columns["predicted_class"] = pa.Column(np.int64, checks=[pa.Check.in_range(0, n_classes - 1)])
+    return examples_schema(kind, 1, n_classes).remove_columns(["x"]).add_columns(columns)
 
 
 def _failure_rows(error: SchemaError | SchemaErrors) -> pd.DataFrame:

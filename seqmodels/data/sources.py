@@ -8,6 +8,7 @@ default pipeline never touches the network.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,50 @@ def _ucr_from_sktime(name: str, cfg: DataConfig) -> pd.DataFrame:
 BUNDLED: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
     "gunpoint": lambda cfg: _ucr_from_sktime("GunPoint", cfg),
 }
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    images: np.ndarray  # (N, C, H, W) float in [0, 1]
+    labels: np.ndarray | None  # class ids
+    n_classes: int
+
+
+def _digits() -> ImageSource:
+    """scikit-learn's bundled handwritten digits: 1797 8x8 images, 10 classes, values 0..16."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return ImageSource(images=(digits.images[:, None] / 16.0).astype(np.float32),
+                       labels=digits.target.astype(np.int64), n_classes=10)
+
+
+BUNDLED_IMAGES: dict[str, Callable[[], ImageSource]] = {"digits": _digits}
+
+
+def load_images(cfg: DataConfig) -> ImageSource:
+    """Bundled images, or a Parquet/CSV file of the Images table (image_id, x[, label])."""
+    if cfg.source in BUNDLED_IMAGES:
+        return BUNDLED_IMAGES[cfg.source]()
+    if cfg.image_shape is None:
+        raise DataError("an image file source needs data.image_shape: [channels, height, width]",
+                        where="params.yaml: data.image_shape",
+                        fix=f"set data.image_shape, or use a bundled source: {sorted(BUNDLED_IMAGES)}")
+    frame = read_table_file(Path(cfg.source))
+    if "x" not in frame.columns:
+        raise DataError(f"{cfg.source} has no 'x' column", where=cfg.source,
+                        fix="store each image flattened (C*H*W floats in [0, 1]) in a list column 'x'")
+    width = int(np.prod(cfg.image_shape))
+    lengths = frame["x"].map(len)
+    if (lengths != width).any():
+        bad = frame.index[lengths != width][:5].tolist()
+        raise DataError(f"{int((lengths != width).sum())} image(s) in {cfg.source} do not have "
+                        f"{width} values for data.image_shape={list(cfg.image_shape)} (rows {bad})",
+                        where=cfg.source, fix="resize the images or correct data.image_shape")
+    images = np.stack(frame["x"].to_numpy()).astype(np.float32).reshape(-1, *cfg.image_shape)
+    labels = frame["label"].to_numpy(np.int64) if "label" in frame.columns else None
+    n_classes = int(labels.max()) + 1 if labels is not None else 0
+    return ImageSource(images=images, labels=labels, n_classes=n_classes)
 
 
 def read_table_file(path: Path) -> pd.DataFrame:

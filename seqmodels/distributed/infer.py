@@ -2,8 +2,10 @@
 
 The model is loaded once per actor; batches stay Arrow tables end to end, and vectors are
 written as fixed_size_list<float32> columns so consumers read (N, d) arrays directly.
-Output files are named part-<task>-<file>.parquet in input order, so identical inputs give
-byte-identical folders (and unchanged DVC hashes).
+Output files are named part-<task>-<file>.parquet (no random UUIDs), and preserve_order is
+on; rows are keyed by their id column. Known limit: under CPU contention Ray 2.60 has been
+seen to emit a batch out of order despite preserve_order, so consumers must not rely on
+row order (evaluate joins on ids).
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ class Predictor:
         if self.write_reconstructions:
             result = result.append_column("reconstruction",
                                           fixed_list(out.reconstruction.float().cpu().numpy()))
-        return result.append_column("score", pa.array(score.float().cpu().numpy(), pa.float32()))
+        result = result.append_column("score", pa.array(score.float().cpu().numpy(), pa.float32()))
+        for name, values in self.model.extra_outputs(out).items():
+            result = result.append_column(name, pa.array(values.cpu().numpy()))
+        return result
 
 
 def _part_filenames():
@@ -83,9 +88,7 @@ def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_di
                                "write_reconstructions": cfg.infer.write_reconstructions},
         batch_size=cfg.infer.batch_size,
         batch_format="pyarrow",
-        # One batch in flight per actor: with several in flight, Ray 2.60 sometimes emits an
-        # actor's batches out of order despite preserve_order (seen in tests here).
-        compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency),
         num_cpus=1,
         num_gpus=1 if cfg.infer.use_gpu else 0,
     )

@@ -22,7 +22,7 @@ import torch
 
 from seqmodels.checkpoints import load_training_state, save_training_state, unwrap
 from seqmodels.config import Config
-from seqmodels.data.prepare import WINDOWS_FILE, DataSpec
+from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
 from seqmodels.distributed.runtime import (
     available_cpus,
     available_gpus,
@@ -73,13 +73,13 @@ def storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
-def read_split(windows_path: Path | str, split: str, materialize: bool):
-    """A Ray Dataset with the `x` column of one split."""
+def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool):
+    """A Ray Dataset with the model-input `columns` of one split."""
     import ray.data
     from ray.data.expressions import col
 
-    dataset = ray.data.read_parquet(str(windows_path)).select_columns(["split", "x"])
-    dataset = dataset.filter(expr=col("split") == split).select_columns(["x"])
+    dataset = ray.data.read_parquet(str(examples_path)).select_columns(["split", *columns])
+    dataset = dataset.filter(expr=col("split") == split).select_columns(columns)
     return dataset.materialize() if materialize else dataset
 
 
@@ -130,16 +130,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.seed + 7919 * rank + 104729 * fit_state.next_epoch)  # per-worker noise
 
     per_worker = cfg.train.per_worker_batch_size
+    dtypes = {"x": torch.float32, "label": torch.int64}
+    dtypes = {column: dtypes[column] for column in spec.model_inputs}
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
 
     def train_batches(epoch: int):
         return train_shard.iter_torch_batches(
-            batch_size=per_worker, dtypes=torch.float32, device=device,
+            batch_size=per_worker, dtypes=dtypes, device=device,
             local_shuffle_buffer_size=max(4 * per_worker, 256), local_shuffle_seed=cfg.seed + epoch)
 
     def val_batches(epoch: int):
-        return val_shard.iter_torch_batches(batch_size=per_worker, dtypes=torch.float32, device=device)
+        return val_shard.iter_torch_batches(batch_size=per_worker, dtypes=dtypes, device=device)
 
     def report(metrics: dict[str, float], state: FitState, improved: bool) -> None:
         metrics = {**metrics, SELECTION_METRIC: metrics.get("val_loss", metrics["train_loss"])}
@@ -200,7 +202,7 @@ def train_distributed(cfg: Config) -> TrainOutcome:
 
     prepared = Path(cfg.paths.prepared)
     spec = DataSpec.load(prepared)
-    windows = prepared / WINDOWS_FILE
+    windows = prepared / EXAMPLES_FILE
     init_ray(cfg.ray)
     _check_resources(cfg)
     name = run_name(cfg, hash_path(windows))
@@ -217,7 +219,8 @@ def train_distributed(cfg: Config) -> TrainOutcome:
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             logging_config=train_logging_config(cfg.ray)),
-        datasets={split: read_split(windows, split, cfg.train.materialize) for split in ("train", "val")},
+        datasets={split: read_split(windows, split, spec.model_inputs, cfg.train.materialize)
+                  for split in ("train", "val")},
     )
     try:
         result = trainer.fit()

@@ -66,6 +66,10 @@ class FusedAutoencoder(nn.Module, ABC):
         total = recon + self.cfg.task_weight * task + kl_weight * self.cfg.beta * kl
         return {"total": total, "recon": recon, "task": task, "kl": kl}
 
+    def extra_outputs(self, out: ModelOutput) -> dict[str, Tensor]:
+        """Per-row columns beyond latent/reconstruction/score for inference (e.g. predicted class)."""
+        return {}
+
     @torch.no_grad()
     def score(self, batch: Batch, out: ModelOutput) -> Tensor:
         """Per-row reconstruction MSE: the anomaly score (higher = more anomalous)."""
