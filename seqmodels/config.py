@@ -58,10 +58,10 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    kind: str = "recurrent"
+    kind: str = "conv"
     latent_dim: int = Field(8, gt=0)
-    hidden_size: int = Field(32, gt=0)
-    num_layers: int = Field(1, gt=0)
+    hidden_size: int = Field(16, gt=0)
+    num_layers: int = Field(2, gt=0)
     cell: Literal["gru", "lstm"] = "gru"
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -84,10 +84,10 @@ class TrainConfig(_Section):
     workers: int = Field(2, gt=0)
     use_gpu: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    epochs: int = Field(150, gt=0)
+    epochs: int = Field(300, gt=0)
     batch_size: int = Field(8, gt=0, description="Global batch size, split across workers.")
     lr: float = Field(1e-2, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
     patience: int | None = Field(None, gt=0, description="Early stopping on val loss; None = off.")
     storage: str = Field(

@@ -123,6 +123,22 @@ class FitState:
         return cls(**raw)
 
 
+def in_memory_batches(tensors: dict[str, Tensor], batch_size: int, *, shuffle: bool,
+                      seed: int = 0) -> Callable[[int], Iterable[Batch]]:
+    """Batches over tensors already in memory, for plain single-process training
+    (notebooks, benchmarks, tests); reshuffled per epoch from `seed + epoch`."""
+    n = next(iter(tensors.values())).shape[0]
+
+    def batches(epoch: int) -> Iterable[Batch]:
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+                 if shuffle else torch.arange(n))
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size]
+            yield {name: tensor[index] for name, tensor in tensors.items()}
+
+    return batches
+
+
 Reduce = Callable[[dict[str, float], int], tuple[dict[str, float], int]]
 EpochHook = Callable[[dict[str, float], FitState, bool], None]
 

@@ -7,7 +7,7 @@ from tests.conftest import REPO
 
 def test_repository_params_load_and_match_defaults():
     cfg = load_config(REPO / "params.yaml")
-    assert cfg.model.kind == "recurrent"
+    assert cfg.model.kind == "conv"
     assert cfg.train.per_worker_batch_size == cfg.train.batch_size // cfg.train.workers
     # params.yaml documents every default: nothing in it differs from the typed defaults.
     assert cfg == Config()

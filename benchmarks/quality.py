@@ -1,0 +1,113 @@
+"""Model quality against a PCA baseline of the same latent size, on real bundled data.
+
+Runs the library's one training loop in-process (plain PyTorch, no Ray: the same code each
+Ray worker runs) with the same seeded splits the pipeline uses, then scores the held-out
+split. Prints a table and writes benchmarks/results/quality.json.
+
+    .venv/bin/python benchmarks/quality.py            # every case
+    .venv/bin/python benchmarks/quality.py gunpoint   # cases whose name contains "gunpoint"
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqmodels.config import Config, config_from_mapping
+from seqmodels.data.prepare import prepare_images, prepare_windows
+from seqmodels.data.sources import load_images, load_source
+from seqmodels.evaluation import auroc, pca_scores
+from seqmodels.models import build_model
+from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
+
+RESULTS = Path(__file__).parent / "results" / "quality.json"
+GUNPOINT = {"data": {"source": "gunpoint"}, "train": {"workers": 1}}  # + params.yaml defaults
+RECURRENT = {"kind": "recurrent", "hidden_size": 32, "num_layers": 1}
+RECURRENT_TRAIN = {"workers": 1, "epochs": 150, "weight_decay": 1e-4}
+CASES: dict[str, dict] = {
+    "gunpoint/conv1d (default)": GUNPOINT,
+    "gunpoint/conv1d-vae": {**GUNPOINT, "model": {"variational": True, "beta": 0.1}},
+    "gunpoint/recurrent-gru": {**GUNPOINT, "model": RECURRENT, "train": RECURRENT_TRAIN},
+    "gunpoint/recurrent-gru-vae": {**GUNPOINT, "model": {**RECURRENT, "variational": True, "beta": 0.1},
+                                   "train": RECURRENT_TRAIN},
+    "gunpoint/dense": {**GUNPOINT, "model": {"kind": "dense", "hidden_size": 64}},
+    "digits/conv2d-classifier": {
+        "data": {"kind": "images", "source": "digits"},
+        "model": {"kind": "conv", "hidden_size": 32, "num_layers": 2, "task_weight": 0.01},
+        "train": {"workers": 1, "epochs": 100, "batch_size": 32, "lr": 0.003},
+    },
+}
+
+
+def examples_for(cfg: Config):
+    if cfg.data.kind == "series":
+        table, features = load_source(cfg.data)
+        examples, _, spec = prepare_windows(table, features, cfg.data, cfg.seed)
+    else:
+        source = load_images(cfg.data)
+        examples, spec = prepare_images(source.images, source.labels, source.n_classes, cfg.data, cfg.seed)
+    return examples, spec
+
+
+def run_case(name: str, overrides: dict) -> dict:
+    cfg = config_from_mapping(overrides, name)
+    examples, spec = examples_for(cfg)
+    x = torch.from_numpy(np.stack(examples["x"].to_numpy()).astype(np.float32))
+    split = examples["split"].to_numpy().astype(str)
+    tensors = {"x": x}
+    if "label" in spec.model_inputs:
+        tensors["label"] = torch.from_numpy(examples["label"].to_numpy())
+
+    def subset(mask):
+        return {k: v[torch.from_numpy(mask)] for k, v in tensors.items()}
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, spec)
+    optimizer, started = make_optimizer(model, cfg.train), time.perf_counter()
+    fit(model, optimizer, make_scheduler(optimizer, cfg.train),
+        in_memory_batches(subset(split == "train"), cfg.train.batch_size, shuffle=True, seed=cfg.seed),
+        in_memory_batches(subset(split == "val"), cfg.train.batch_size, shuffle=False),
+        cfg.train, cfg.model, device=torch.device("cpu"), log=None)
+    seconds = time.perf_counter() - started
+    model.eval()
+    with torch.no_grad():
+        out = model(tensors)
+        score = model.score(tensors, out).numpy()
+    pca = pca_scores(x.numpy().astype(np.float64), split, cfg.model.latent_dim, cfg.seed)
+    test = split == "test"
+    row = {"case": name, "train_seconds": round(seconds, 1), "latent_dim": cfg.model.latent_dim,
+           "test_mse": float(score[test].mean()), "pca_test_mse": float(pca[test].mean())}
+    if spec.anomaly_labels:
+        labels = examples["label"].to_numpy()
+        normal = test & (labels == 0)
+        row |= {"test_auroc": auroc(score[test], labels[test])[0],
+                "pca_test_auroc": auroc(pca[test], labels[test])[0],
+                "test_normal_mse": float(score[normal].mean()),
+                "pca_test_normal_mse": float(pca[normal].mean())}
+    if out.aux is not None and spec.n_classes > 1:
+        predicted = out.aux.argmax(dim=1).numpy()
+        row["test_accuracy"] = float((predicted[test] == examples["label"].to_numpy()[test]).mean())
+    return row
+
+
+def main(selection: list[str]) -> None:
+    torch.set_num_threads(1)
+    rows = [run_case(name, overrides) for name, overrides in CASES.items()
+            if not selection or any(s in name for s in selection)]
+    columns = ["case", "test_auroc", "pca_test_auroc", "test_normal_mse", "pca_test_normal_mse",
+               "test_mse", "pca_test_mse", "test_accuracy", "train_seconds"]
+    print(" | ".join(columns))
+    for row in rows:
+        print(" | ".join(f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
+                         for c in columns))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
