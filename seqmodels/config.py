@@ -121,10 +121,6 @@ class InferConfig(_Section):
     write_reconstructions: bool = True
 
 
-class EvaluateConfig(_Section):
-    max_plot_points: int = Field(20_000, gt=0)
-
-
 class RayConfig(_Section):
     address: str | None = Field(None, description="Cluster address; RAY_ADDRESS wins when set.")
     num_cpus: int | None = Field(
@@ -168,7 +164,6 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
     ray: RayConfig = RayConfig()
     paths: Paths = Paths()
 

@@ -97,3 +97,14 @@ def test_images_conv_with_classifier_head_end_to_end(tmp_path):
     assert evaluation["model"]["test_auroc"] is None  # class labels are not anomaly labels
     assert evaluation["model"]["accuracy"]["test"] > 0.3  # 3 epochs: far above chance (0.1)
     assert evaluation["model"]["mse"]["test"] > 0
+
+
+def test_a_diverging_run_surfaces_the_workers_error_not_a_ray_trace(tiny):
+    from seqmodels.errors import TrainingDivergedError
+
+    stages.prepare(tiny)
+    exploding = tiny.model_copy(update={"train": tiny.train.model_copy(
+        update={"lr": 1e30, "grad_clip": None, "epochs": 3, "storage": tiny.train.storage + "-nan"})})
+    with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) at epoch \d+, step \d+"):
+        stages.train(exploding)
+    assert not Path(tiny.paths.model).exists()  # nothing published for a failed run

@@ -89,8 +89,9 @@ def test_same_seed_same_model_different_seed_different_model():
     assert not torch.allclose(a(inputs).reconstruction, c.eval()(inputs).reconstruction)
 
 
-def test_prediction_head_cannot_see_the_step_it_predicts():
-    model = model_for({"kind": "recurrent", "bidirectional": True}).eval()
+@pytest.mark.parametrize("layers", [1, 2])
+def test_prediction_head_cannot_see_the_step_it_predicts(layers):
+    model = model_for({"kind": "recurrent", "bidirectional": True, "num_layers": layers}).eval()
     inputs = batch(n=2)
     changed = {"x": inputs["x"].clone()}
     changed["x"][:, -SPEC.n_features:] += 5.0  # change only the last time step

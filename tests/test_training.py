@@ -11,6 +11,7 @@ from seqmodels.models import build_model
 from seqmodels.training import (
     FitState,
     fit,
+    in_memory_batches,
     kl_weight,
     make_optimizer,
     make_scheduler,
@@ -25,11 +26,7 @@ def loaders(n=32, batch=8):
     generator = torch.Generator().manual_seed(0)
     t = torch.linspace(0, 6.28, SPEC.window)
     data = torch.sin(t + torch.rand(n, 1, generator=generator) * 6.28)
-
-    def make(epoch):
-        return [{"x": data[i:i + batch]} for i in range(0, n, batch)]
-
-    return make
+    return in_memory_batches({"x": data}, batch, shuffle=False)
 
 
 def run(train_cfg, model_cfg=None, state=None, data=None):
@@ -65,7 +62,7 @@ def test_early_stopping_triggers_on_a_plateau():
 
 def test_nan_loss_stops_with_epoch_and_step():
     def poisoned(epoch):
-        batches = loaders()(epoch)
+        batches = list(loaders()(epoch))
         batches[2] = {"x": torch.full_like(batches[2]["x"], float("nan"))}
         return batches
 

@@ -202,10 +202,10 @@ def train_distributed(cfg: Config) -> TrainOutcome:
 
     prepared = Path(cfg.paths.prepared)
     spec = DataSpec.load(prepared)
-    windows = prepared / EXAMPLES_FILE
+    examples = prepared / EXAMPLES_FILE
     init_ray(cfg.ray)
     _check_resources(cfg)
-    name = run_name(cfg, hash_path(windows))
+    name = run_name(cfg, hash_path(examples))
     storage = storage_path(cfg.train.storage)
     trainer = TorchTrainer(
         train_worker,
@@ -219,7 +219,7 @@ def train_distributed(cfg: Config) -> TrainOutcome:
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             logging_config=train_logging_config(cfg.ray)),
-        datasets={split: read_split(windows, split, spec.model_inputs, cfg.train.materialize)
+        datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
                   for split in ("train", "val")},
     )
     try:

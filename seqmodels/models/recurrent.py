@@ -1,8 +1,9 @@
 """Recurrent fused autoencoder: GRU/LSTM encoder -> latent -> GRU/LSTM decoder that unrolls
 the window, fused with a next-step prediction head on the encoder's hidden states.
 
-The prediction head only sees the forward direction, so a bidirectional encoder cannot
-peek at the step it is asked to predict.
+`bidirectional: true` adds a second, independent encoder stack over the reversed window
+(rather than PyTorch's bidirectional RNN, whose upper layers mix both directions): the
+prediction head reads only the forward stack, so it can never see the step it predicts.
 
 Two linear skip paths (window -> code inside the encoder, code -> window beside the
 decoder) make a linear autoencoder, i.e. PCA, a special case of this model; the recurrent
@@ -37,6 +38,12 @@ def time_features(steps: int) -> Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
+def _last_layer(state: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    """Top layer's final hidden state, (B, H), for GRU (h) and LSTM ((h, c)) states."""
+    hidden = state[0] if isinstance(state, tuple) else state
+    return hidden[-1]
+
+
 @register("recurrent")
 class RecurrentAutoencoder(FusedAutoencoder):
     def __init__(self, cfg: ModelConfig, spec: DataSpec):
@@ -45,7 +52,9 @@ class RecurrentAutoencoder(FusedAutoencoder):
         cell = _CELLS[cfg.cell]
         dropout = cfg.dropout if cfg.num_layers > 1 else 0.0
         self.encoder = cell(spec.n_features, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                            dropout=dropout, bidirectional=cfg.bidirectional)
+                            dropout=dropout)
+        self.reverse_encoder = (cell(spec.n_features, cfg.hidden_size, cfg.num_layers, batch_first=True,
+                                     dropout=dropout) if cfg.bidirectional else None)
         self.to_initial_state = nn.Linear(cfg.latent_dim, cfg.num_layers * cfg.hidden_size)
         self.register_buffer("clock", time_features(spec.window), persistent=False)
         self.decoder = cell(cfg.latent_dim + self.clock.shape[1], cfg.hidden_size, cfg.num_layers,
@@ -62,12 +71,13 @@ class RecurrentAutoencoder(FusedAutoencoder):
         return x.view(x.shape[0], self.spec.window, self.spec.n_features)
 
     def trunk(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        outputs, state = self.encoder(self._as_sequence(x))
-        hidden = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, H)
-        directions = 2 if self.cfg.bidirectional else 1
-        last_layer = hidden[-directions:].transpose(0, 1).reshape(x.shape[0], -1)
-        forward_outputs = outputs[..., : self.cfg.hidden_size]
-        return torch.cat([last_layer, self.linear_encoder(x)], dim=1), forward_outputs[:, :-1]
+        sequence = self._as_sequence(x)
+        outputs, state = self.encoder(sequence)
+        summaries = [_last_layer(state), self.linear_encoder(x)]
+        if self.reverse_encoder is not None:
+            _, reverse_state = self.reverse_encoder(sequence.flip(1))
+            summaries.insert(1, _last_layer(reverse_state))
+        return torch.cat(summaries, dim=1), outputs[:, :-1]
 
     def task_head(self, task_input: Tensor) -> Tensor:
         return self.predict_next(task_input)
