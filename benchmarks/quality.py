@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqmodels.config import Config, config_from_mapping
-from seqmodels.data.prepare import prepare_images, prepare_windows
-from seqmodels.data.sources import load_images, load_source
+from seqmodels.config import config_from_mapping
+from seqmodels.data.build import build_examples
 from seqmodels.evaluation import auroc, pca_scores
 from seqmodels.models import build_model
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
@@ -29,6 +28,9 @@ RESULTS = Path(__file__).parent / "results" / "quality.json"
 GUNPOINT = {"data": {"source": "gunpoint"}, "train": {"workers": 1}}  # + params.yaml defaults
 RECURRENT = {"kind": "recurrent", "hidden_size": 32, "num_layers": 1}
 RECURRENT_TRAIN = {"workers": 1, "epochs": 150, "weight_decay": 1e-4}
+SHUTTLE = {"data": {"kind": "tabular", "source": "shuttle"},
+           "model": {"kind": "dense", "hidden_size": 32, "latent_dim": 4},
+           "train": {"workers": 1, "epochs": 20, "batch_size": 256, "lr": 0.003}}
 CASES: dict[str, dict] = {
     "gunpoint/conv1d (default)": GUNPOINT,
     "gunpoint/conv1d-vae": {**GUNPOINT, "model": {"variational": True, "beta": 0.1}},
@@ -41,22 +43,15 @@ CASES: dict[str, dict] = {
         "model": {"kind": "conv", "hidden_size": 32, "num_layers": 2, "task_weight": 0.01},
         "train": {"workers": 1, "epochs": 100, "batch_size": 32, "lr": 0.003},
     },
+    "shuttle/dense": SHUTTLE,
+    "shuttle/dense-vae": {**SHUTTLE, "model": {**SHUTTLE["model"], "variational": True, "beta": 0.1}},
 }
-
-
-def examples_for(cfg: Config):
-    if cfg.data.kind == "series":
-        table, features = load_source(cfg.data)
-        examples, _, spec = prepare_windows(table, features, cfg.data, cfg.seed)
-    else:
-        source = load_images(cfg.data)
-        examples, spec = prepare_images(source.images, source.labels, source.n_classes, cfg.data, cfg.seed)
-    return examples, spec
 
 
 def run_case(name: str, overrides: dict) -> dict:
     cfg = config_from_mapping(overrides, name)
-    examples, spec = examples_for(cfg)
+    prepared = build_examples(cfg)
+    examples, spec = prepared.examples, prepared.spec
     x = torch.from_numpy(np.stack(examples["x"].to_numpy()).astype(np.float32))
     split = examples["split"].to_numpy().astype(str)
     tensors = {"x": x}

@@ -37,10 +37,11 @@ class SplitFractions(_Section):
 
 
 class DataConfig(_Section):
-    kind: Literal["series", "images"] = "series"
+    kind: Literal["series", "images", "tabular"] = "series"
     source: str = Field(
         "gunpoint",
-        description="A bundled dataset name (series: gunpoint; images: digits) or a path to a "
+        description="A bundled dataset name (series: gunpoint; images: digits; tabular: shuttle) "
+        "or a path to a "
         "CSV/Parquet file in the modality's table contract.",
     )
     image_shape: tuple[int, int, int] | None = Field(

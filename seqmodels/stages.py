@@ -16,17 +16,14 @@ import pyarrow.parquet as pq
 
 from seqmodels.config import SPLITS, Config
 from seqmodels.data import schemas
+from seqmodels.data.build import build_examples
 from seqmodels.data.prepare import (
     EXAMPLES_FILE,
-    SCALER_FILE,
     SERIES_FILE,
     SPEC_FILE,
     DataSpec,
     examples_to_arrow,
-    prepare_images,
-    prepare_windows,
 )
-from seqmodels.data.sources import load_images, load_source
 from seqmodels.errors import DataError, DataValidationError
 from seqmodels.outputs import (
     MANIFEST,
@@ -44,31 +41,19 @@ OUTPUT_VALIDATION_ROWS = 65_536
 def prepare(cfg: Config) -> None:
     target = Path(cfg.paths.prepared)
     clean_stale_staging(target)
-    extra: dict[str, Any] = {}
-    if cfg.data.kind == "series":
-        table, features = load_source(cfg.data)
-        table = schemas.validate_table(table, schemas.series_schema(features), table="canonical series",
-                                       source=cfg.data.source)
-        examples, scaler, spec = prepare_windows(table, features, cfg.data, cfg.seed)
-        extra = {SERIES_FILE: table, SCALER_FILE: scaler.to_dict()}
-        what = f"{table['series_id'].nunique()} series -> {len(examples)} windows"
-    else:
-        source = load_images(cfg.data)
-        examples, spec = prepare_images(source.images, source.labels, source.n_classes, cfg.data, cfg.seed)
-        what = f"{len(examples)} images"
-    schemas.validate_table(examples, schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes),
-                           table=spec.kind, source=cfg.data.source)
+    prepared = build_examples(cfg)
+    spec = prepared.spec
     with publishing(target) as staging:
-        pq.write_table(examples_to_arrow(examples, spec.input_dim), staging / EXAMPLES_FILE)
+        pq.write_table(examples_to_arrow(prepared.examples, spec.input_dim), staging / EXAMPLES_FILE)
         write_json_atomic(staging / SPEC_FILE, spec.to_dict())
-        for name, payload in extra.items():
+        for name, payload in prepared.artifacts.items():
             if isinstance(payload, pd.DataFrame):
                 payload.to_parquet(staging / name, index=False)
             else:
                 write_json_atomic(staging / name, payload)
-    counts = examples.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
+    counts = prepared.examples.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
     shape = "x".join(str(n) for n in spec.input_shape)
-    print(f"prepared {what} of shape {shape} {counts} in {target}")
+    print(f"prepared {prepared.description} of shape {shape} {counts} in {target}")
 
 
 def validate(cfg: Config) -> None:

@@ -108,3 +108,15 @@ def test_a_diverging_run_surfaces_the_workers_error_not_a_ray_trace(tiny):
     with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) at epoch \d+, step \d+"):
         stages.train(exploding)
     assert not Path(tiny.paths.model).exists()  # nothing published for a failed run
+
+
+def test_tabular_dense_on_shuttle_through_ray(tmp_path):
+    cfg = tiny_config(tmp_path, data={"kind": "tabular", "source": "shuttle"},
+                      model={"kind": "dense", "hidden_size": 16, "latent_dim": 4},
+                      train={"epochs": 2, "batch_size": 512}, infer={"batch_size": 4096})
+    for stage in (stages.prepare, stages.validate, stages.train, stages.infer, stages.evaluate):
+        stage(cfg)
+    output = pq.read_table(cfg.paths.outputs, columns=["row_id", "score"]).to_pandas()
+    assert len(output) == 49_097 and output["row_id"].is_unique
+    evaluation = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    assert evaluation["model"]["test_auroc"] > 0.9  # 2 epochs already separate Shuttle's anomalies

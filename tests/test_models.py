@@ -152,3 +152,21 @@ def test_conv_crops_odd_sizes_back_to_the_input():
     spec = DataSpec(kind="series", input_shape=(37, 3), features=("a", "b", "c"))
     model = build_model(ModelConfig(kind="conv", hidden_size=4, latent_dim=2, num_layers=3), spec)
     assert model({"x": torch.zeros(2, 37 * 3)}).reconstruction.shape == (2, 111)
+
+
+@pytest.mark.parametrize(("kind", "data_kind"), [("recurrent", "tabular"), ("recurrent", "images"),
+                                                  ("conv", "tabular")])
+def test_a_family_refuses_data_it_cannot_model(kind, data_kind):
+    from seqmodels.errors import ConfigError
+
+    shapes = {"tabular": (9,), "images": (1, 8, 8)}
+    spec = DataSpec(kind=data_kind, input_shape=shapes[data_kind])
+    with pytest.raises(ConfigError, match=f"cannot model data.kind='{data_kind}'") as caught:
+        build_model(ModelConfig(kind=kind), spec)
+    assert "dense" in caught.value.message
+
+
+def test_dense_models_tabular_rows():
+    spec = DataSpec(kind="tabular", input_shape=(9,), has_labels=True)
+    model = build_model(ModelConfig(kind="dense", hidden_size=8, latent_dim=2), spec)
+    assert model({"x": torch.zeros(3, 9)}).reconstruction.shape == (3, 9)

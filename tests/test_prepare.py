@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from seqmodels.config import DataConfig, SplitFractions
-from seqmodels.data.prepare import assign_splits, cut_windows, prepare_windows, series_level_labels
+from seqmodels.data.prepare import (
+    assign_splits,
+    cut_windows,
+    prepare_rows,
+    prepare_windows,
+    series_level_labels,
+)
 from seqmodels.errors import DataError
 from tests.conftest import make_series_table
 
@@ -72,3 +78,19 @@ def test_splits_are_deterministic_for_a_seed():
     fractions = SplitFractions(val=0.2, test=0.2)
     assert assign_splits(labels, fractions, 1).equals(assign_splits(labels, fractions, 1))
     assert not assign_splits(labels, fractions, 1).equals(assign_splits(labels, fractions, 2))
+
+
+def test_tabular_rows_split_one_class_and_scale_on_train_only():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(5, 2, 200), "b": rng.normal(-1, 3, 200),
+                          "label": (np.arange(200) >= 180).astype(np.int64)})
+    cfg = DataConfig(kind="tabular", source="rows.csv", split=SplitFractions(val=0.2, test=0.2))
+    examples, scaler, spec = prepare_rows(table, ["a", "b"], cfg, seed=0)
+    assert spec.input_shape == (2,) and spec.id_column == "row_id" and spec.anomaly_labels
+    assert set(examples.loc[examples["label"] == 1, "split"]) == {"test"}
+    assert (examples["split"] == "train").sum() == 108  # 60% of the 180 normal rows
+    train = np.stack(examples.loc[examples["split"] == "train", "x"])
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-5)
+    raw_train = table.loc[(examples["split"] == "train").to_numpy(), ["a", "b"]]
+    np.testing.assert_allclose(scaler.mean, raw_train.mean().to_numpy())

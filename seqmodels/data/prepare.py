@@ -26,7 +26,7 @@ EXAMPLES_FILE = "examples.parquet"  # windows (series) or images: one model inpu
 SERIES_FILE = "series.parquet"
 
 
-ID_COLUMNS = {"series": "window_id", "images": "image_id"}
+ID_COLUMNS = {"series": "window_id", "images": "image_id", "tabular": "row_id"}
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,24 @@ def prepare_images(images: np.ndarray, labels: np.ndarray | None, n_classes: int
     spec = DataSpec(kind="images", input_shape=tuple(images.shape[1:]), has_labels=labels is not None,
                     n_classes=n_classes)
     return frame, spec
+
+
+def prepare_rows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
+                 seed: int) -> tuple[pd.DataFrame, StandardScaler, DataSpec]:
+    """Tabular rows -> scaled examples. One-class like series: each row is its own "series",
+    so normal rows split train/val/test and anomalous rows all go to test."""
+    row_ids = pd.Index(np.arange(len(table), dtype=np.int64), name="row_id")
+    labels = (pd.Series(table["label"].to_numpy(), index=row_ids) if "label" in table.columns
+              else pd.Series(np.nan, index=row_ids))
+    splits = assign_splits(labels, cfg.split, seed).reindex(row_ids)
+    scaler = StandardScaler.fit(table.loc[splits.to_numpy() == "train"], features)
+    frame = pd.DataFrame({"row_id": row_ids.to_numpy(), "split": splits.to_numpy().astype(str)})
+    frame["x"] = list(scaler.transform(table))
+    if "label" in table.columns:
+        frame["label"] = table["label"].to_numpy(np.int64)
+    spec = DataSpec(kind="tabular", input_shape=(len(features),), features=tuple(features),
+                    has_labels="label" in table.columns)
+    return frame, scaler, spec
 
 
 def examples_to_arrow(windows: pd.DataFrame, width: int) -> pa.Table:

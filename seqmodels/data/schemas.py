@@ -66,7 +66,28 @@ class ImageTable(pa.DataFrameModel):
         strict = True
 
 
-EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable}
+class TabularTable(pa.DataFrameModel):
+    """Prepared tabular rows: `x` holds the scaled features; `label` 1 = anomalous."""
+
+    row_id: Series[np.int64] = pa.Field(unique=True, ge=0)
+    split: Series[str] = pa.Field(isin=list(SPLITS))
+    x: Series[object]
+    label: Series[np.int64] | None = pa.Field(isin=[0, 1])
+
+    class Config:
+        strict = True
+
+
+class RawRows(pa.DataFrameModel):
+    """Tabular input before preparation (feature columns added by `rows_schema`)."""
+
+    label: Series[np.int64] | None = pa.Field(isin=[0, 1], nullable=False)
+
+    class Config:
+        coerce = True
+
+
+EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable, "tabular": TabularTable}
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -83,11 +104,17 @@ def _vector_check(width: int) -> pa.Check:
                     error=f"must be a list of {width} finite floats")
 
 
-def series_schema(features: list[str]) -> pa.DataFrameSchema:
+def _feature_columns(features: list[str]) -> dict[str, pa.Column]:
     finite = pa.Check(_finite, name="finite", error="must be finite (no inf)")
-    return SeriesTable.to_schema().add_columns(
-        {name: pa.Column(np.float64, checks=[finite], nullable=False, coerce=True) for name in features}
-    )
+    return {name: pa.Column(np.float64, checks=[finite], nullable=False, coerce=True) for name in features}
+
+
+def series_schema(features: list[str]) -> pa.DataFrameSchema:
+    return SeriesTable.to_schema().add_columns(_feature_columns(features))
+
+
+def rows_schema(features: list[str]) -> pa.DataFrameSchema:
+    return RawRows.to_schema().add_columns(_feature_columns(features))
 
 
 def examples_schema(kind: str, width: int, n_classes: int = 0) -> pa.DataFrameSchema:

@@ -203,6 +203,7 @@ def train_distributed(cfg: Config) -> TrainOutcome:
     prepared = Path(cfg.paths.prepared)
     spec = DataSpec.load(prepared)
     examples = prepared / EXAMPLES_FILE
+    build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
     init_ray(cfg.ray)
     _check_resources(cfg)
     name = run_name(cfg, hash_path(examples))

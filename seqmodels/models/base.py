@@ -23,6 +23,9 @@ Batch = dict[str, Tensor]
 
 
 class FusedAutoencoder(nn.Module, ABC):
+    #: data kinds (DataSpec.kind) this family can model
+    modalities: frozenset[str] = frozenset({"series", "images", "tabular"})
+
     def __init__(self, cfg: ModelConfig, spec: DataSpec, trunk_features: int):
         super().__init__()
         self.cfg = cfg

@@ -33,6 +33,8 @@ def _channels_first(spec: DataSpec) -> tuple[int, tuple[int, ...]]:
 
 @register("conv")
 class ConvAutoencoder(FusedAutoencoder):
+    modalities = frozenset({"series", "images"})
+
     def __init__(self, cfg: ModelConfig, spec: DataSpec):
         channels, spatial = _channels_first(spec)
         conv, deconv = _LAYERS[len(spatial)]

@@ -46,6 +46,8 @@ def _last_layer(state: Tensor | tuple[Tensor, Tensor]) -> Tensor:
 
 @register("recurrent")
 class RecurrentAutoencoder(FusedAutoencoder):
+    modalities = frozenset({"series"})
+
     def __init__(self, cfg: ModelConfig, spec: DataSpec):
         directions = 2 if cfg.bidirectional else 1
         super().__init__(cfg, spec, trunk_features=cfg.hidden_size * directions + cfg.latent_dim)

@@ -36,4 +36,13 @@ def model_kinds() -> list[str]:
 
 def build_model(cfg: ModelConfig, spec: DataSpec) -> FusedAutoencoder:
     _load_families()
-    return _BUILDERS[cfg.kind](cfg, spec)
+    builder = _BUILDERS[cfg.kind]
+    supported = getattr(builder, "modalities", None)
+    if supported is not None and spec.kind not in supported:
+        from seqmodels.errors import ConfigError
+
+        raise ConfigError(f"model.kind={cfg.kind!r} cannot model data.kind={spec.kind!r}",
+                          where="params.yaml: model.kind / data.kind",
+                          fix=f"for {spec.kind} data use one of "
+                          f"{sorted(k for k, b in _BUILDERS.items() if spec.kind in b.modalities)}")
+    return builder(cfg, spec)
