@@ -20,7 +20,7 @@ import torch
 
 from seqmodels.config import config_from_mapping
 from seqmodels.data.build import build_examples
-from seqmodels.evaluation import auroc, pca_scores
+from seqmodels.evaluation import auroc, evaluate_tokens, pca_scores
 from seqmodels.models import build_model
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 
@@ -31,6 +31,10 @@ RECURRENT_TRAIN = {"workers": 1, "epochs": 150, "weight_decay": 1e-4}
 SHUTTLE = {"data": {"kind": "tabular", "source": "shuttle"},
            "model": {"kind": "dense", "hidden_size": 32, "latent_dim": 4},
            "train": {"workers": 1, "epochs": 20, "batch_size": 256, "lr": 0.003}}
+WORDS = {"data": {"kind": "tokens", "source": "english-words"},
+         "model": {"kind": "seq2seq", "hidden_size": 128, "latent_dim": 32, "num_layers": 1,
+                   "task_weight": 0.0},
+         "train": {"workers": 1, "epochs": 30, "batch_size": 128, "lr": 0.003, "weight_decay": 0.0}}
 CASES: dict[str, dict] = {
     "gunpoint/conv1d (default)": GUNPOINT,
     "gunpoint/conv1d-vae": {**GUNPOINT, "model": {"variational": True, "beta": 0.1}},
@@ -43,6 +47,7 @@ CASES: dict[str, dict] = {
         "model": {"kind": "conv", "hidden_size": 32, "num_layers": 2, "task_weight": 0.01},
         "train": {"workers": 1, "epochs": 100, "batch_size": 32, "lr": 0.003},
     },
+    "words/seq2seq": WORDS,
     "shuttle/dense": SHUTTLE,
     "shuttle/dense-vae": {**SHUTTLE, "model": {**SHUTTLE["model"], "variational": True, "beta": 0.1}},
 }
@@ -52,7 +57,7 @@ def run_case(name: str, overrides: dict) -> dict:
     cfg = config_from_mapping(overrides, name)
     prepared = build_examples(cfg)
     examples, spec = prepared.examples, prepared.spec
-    x = torch.from_numpy(np.stack(examples["x"].to_numpy()).astype(np.float32))
+    x = torch.from_numpy(np.stack(examples["x"].to_numpy()).astype(np.int64 if spec.discrete else np.float32))
     split = examples["split"].to_numpy().astype(str)
     tensors = {"x": x}
     if "label" in spec.model_inputs:
@@ -73,6 +78,14 @@ def run_case(name: str, overrides: dict) -> dict:
     with torch.no_grad():
         out = model(tensors)
         score = model.score(tensors, out).numpy()
+        if spec.discrete:
+            decoded = model.output_reconstruction(tensors, out).numpy()
+    if spec.discrete:
+        quality = evaluate_tokens(x.numpy(), decoded, score, split)
+        return {"case": name, "train_seconds": round(seconds, 1), "latent_dim": cfg.model.latent_dim,
+                "test_exact_match": quality["model"]["exact_match"]["test"],
+                "test_cross_entropy": quality["model"]["cross_entropy"]["test"],
+                "unigram_test_cross_entropy": quality["unigram"]["cross_entropy"]["test"]}
     pca = pca_scores(x.numpy().astype(np.float64), split, cfg.model.latent_dim, cfg.seed)
     test = split == "test"
     row = {"case": name, "train_seconds": round(seconds, 1), "latent_dim": cfg.model.latent_dim,
@@ -95,7 +108,8 @@ def main(selection: list[str]) -> None:
     rows = [run_case(name, overrides) for name, overrides in CASES.items()
             if not selection or any(s in name for s in selection)]
     columns = ["case", "test_auroc", "pca_test_auroc", "test_normal_mse", "pca_test_normal_mse",
-               "test_mse", "pca_test_mse", "test_accuracy", "train_seconds"]
+               "test_mse", "pca_test_mse", "test_accuracy", "test_exact_match", "test_cross_entropy",
+               "unigram_test_cross_entropy", "train_seconds"]
     print(" | ".join(columns))
     for row in rows:
         print(" | ".join(f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "-"))

@@ -37,11 +37,11 @@ class SplitFractions(_Section):
 
 
 class DataConfig(_Section):
-    kind: Literal["series", "images", "tabular"] = "series"
+    kind: Literal["series", "images", "tabular", "tokens"] = "series"
     source: str = Field(
         "gunpoint",
-        description="A bundled dataset name (series: gunpoint; images: digits; tabular: shuttle) "
-        "or a path to a "
+        description="A bundled dataset name (series: gunpoint; images: digits; tabular: shuttle; "
+        "tokens: english-words) or a path to a "
         "CSV/Parquet file in the modality's table contract.",
     )
     image_shape: tuple[int, int, int] | None = Field(
@@ -52,6 +52,10 @@ class DataConfig(_Section):
     )
     normal_class: str = Field(
         "1", description="For bundled labelled datasets: the class treated as normal (label 0)."
+    )
+    max_length: int = Field(12, gt=0, description="tokens: longest sequence kept (before EOS).")
+    max_examples: int | None = Field(
+        20_000, gt=0, description="tokens: sample at most this many sequences (seeded)."
     )
     window: int = Field(150, gt=0)
     stride: int = Field(150, gt=0)

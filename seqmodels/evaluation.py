@@ -86,3 +86,29 @@ def score_table(frame: pd.DataFrame, anomaly_labels: bool = True) -> Scored:
     label = frame["label"].to_numpy() if anomaly_labels and "label" in frame.columns else None
     return Scored(split=frame["split"].to_numpy().astype(str), score=frame["score"].to_numpy(np.float64),
                   label=label)
+
+
+def unigram_cross_entropy(tokens: np.ndarray, split: np.ndarray, pad: int = 0) -> np.ndarray:
+    """Per-row mean -log p(token) under the training unigram distribution (the baseline a
+    sequence autoencoder must beat by far); padding ignored, add-one smoothing."""
+    train = tokens[split == "train"]
+    counts = np.bincount(train[train != pad].ravel(), minlength=tokens.max() + 1).astype(np.float64) + 1.0
+    counts[pad] = 0.0
+    neg_log_p = -np.log(np.where(counts > 0, counts / counts.sum(), 1.0))
+    mask = tokens != pad
+    return (neg_log_p[tokens] * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+def evaluate_tokens(tokens: np.ndarray, decoded: np.ndarray | None, score: np.ndarray,
+                    split: np.ndarray) -> dict[str, Any]:
+    """Cross-entropy per token (model vs unigram) and greedy exact-match, per split."""
+    unigram = unigram_cross_entropy(tokens, split)
+    splits = [s for s in SPLITS if np.any(split == s)]
+    result: dict[str, Any] = {
+        "model": {"cross_entropy": {s: float(score[split == s].mean()) for s in splits}},
+        "unigram": {"cross_entropy": {s: float(unigram[split == s].mean()) for s in splits}},
+    }
+    if decoded is not None:
+        exact = (decoded == tokens).all(axis=1)
+        result["model"]["exact_match"] = {s: float(exact[split == s].mean()) for s in splits}
+    return result

@@ -44,7 +44,8 @@ def prepare(cfg: Config) -> None:
     prepared = build_examples(cfg)
     spec = prepared.spec
     with publishing(target) as staging:
-        pq.write_table(examples_to_arrow(prepared.examples, spec.input_dim), staging / EXAMPLES_FILE)
+        pq.write_table(examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete),
+                       staging / EXAMPLES_FILE)
         write_json_atomic(staging / SPEC_FILE, spec.to_dict())
         for name, payload in prepared.artifacts.items():
             if isinstance(payload, pd.DataFrame):
@@ -60,7 +61,7 @@ def validate(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
     spec = DataSpec.load(prepared)
     checks = [(spec.kind, prepared / EXAMPLES_FILE,
-               schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes))]
+               schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes, spec.vocab_size))]
     if spec.kind == "series":
         checks.insert(0, ("canonical series", prepared / SERIES_FILE,
                           schemas.series_schema(list(spec.features))))
@@ -138,7 +139,7 @@ def infer(cfg: Config) -> None:
         predict_to_parquet(cfg, model_dir, windows, staging)
         width = spec.input_dim if cfg.infer.write_reconstructions else None
         rows = _validate_output_parts(staging, schemas.output_schema(
-            spec.kind, width, model_cfg.latent_dim, spec.n_classes))
+            spec.kind, width, model_cfg.latent_dim, spec.n_classes, spec.vocab_size))
         if rows != expected_rows:
             raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
                             where=str(staging), fix="rerun the infer stage")
@@ -158,7 +159,14 @@ def infer(cfg: Config) -> None:
 def evaluate(cfg: Config) -> None:
     from seqmodels import plots
     from seqmodels.distributed.infer import vectors
-    from seqmodels.evaluation import Scored, class_accuracy, evaluate_scores, pca_scores, score_table
+    from seqmodels.evaluation import (
+        Scored,
+        class_accuracy,
+        evaluate_scores,
+        evaluate_tokens,
+        pca_scores,
+        score_table,
+    )
 
     outputs = Path(cfg.paths.outputs)
     manifest = json.loads((outputs / MANIFEST).read_text())
@@ -172,9 +180,16 @@ def evaluate(cfg: Config) -> None:
     x = vectors(examples.column("x")).astype(np.float64)
     split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
     model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
-    baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
-                                                    cfg.seed), label=model_scores.label)
-    result = evaluate_scores(model_scores, baseline)
+    if spec.discrete:  # token ids: the baseline is a unigram model, quality is exact-match
+        decoded = None
+        if "reconstruction" in dataset.schema.names:
+            decoded = vectors(dataset.to_table(columns=[key, "reconstruction"]).sort_by(key)
+                              .column("reconstruction"))
+        result = evaluate_tokens(x.astype(np.int64), decoded, model_scores.score, model_scores.split)
+    else:
+        baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
+                                                        cfg.seed), label=model_scores.label)
+        result = evaluate_scores(model_scores, baseline)
     if "predicted_class" in frame.columns and "label" in frame.columns:
         result["model"]["accuracy"] = class_accuracy(frame)
     result["rows"] = len(frame)
@@ -185,12 +200,8 @@ def evaluate(cfg: Config) -> None:
         plots.loss_curves(pd.read_csv(cfg.paths.train_history), staging / "loss.png")
         plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
                               staging / "scores.png")
-    model_auc, pca_auc = result["model"]["test_auroc"], result["pca"]["test_auroc"]
-    accuracy = result["model"].get("accuracy", {}).get("test")
-    print(f"test MSE model={result['model']['mse'].get('test', float('nan')):.5f} "
-          f"pca={result['pca']['mse'].get('test', float('nan')):.5f}; "
-          f"test AUROC model={model_auc} pca={pca_auc}"
-          + (f"; test accuracy {accuracy:.4f}" if accuracy is not None else ""))
+    print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}: "
+          + json.dumps({k: v for k, v in result.items() if k != "rows"}, sort_keys=True))
 
 
 STAGES = {"prepare": prepare, "validate": validate, "train": train, "infer": infer, "evaluate": evaluate}

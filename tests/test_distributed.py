@@ -120,3 +120,19 @@ def test_tabular_dense_on_shuttle_through_ray(tmp_path):
     assert len(output) == 49_097 and output["row_id"].is_unique
     evaluation = json.loads(Path(cfg.paths.eval_metrics).read_text())
     assert evaluation["model"]["test_auroc"] > 0.9  # 2 epochs already separate Shuttle's anomalies
+
+
+def test_tokens_seq2seq_through_ray(tmp_path):
+    cfg = tiny_config(tmp_path, data={"kind": "tokens", "source": "english-words", "max_length": 8,
+                                      "max_examples": 600},
+                      model={"kind": "seq2seq", "hidden_size": 32, "latent_dim": 8},
+                      train={"epochs": 2, "batch_size": 64}, infer={"batch_size": 128})
+    for stage in (stages.prepare, stages.validate, stages.train, stages.infer, stages.evaluate):
+        stage(cfg)
+    output = pq.read_table(cfg.paths.outputs).to_pandas()
+    assert len(output) == 600 and output["seq_id"].is_unique
+    assert all(len(r) == 9 for r in output["reconstruction"])  # greedy ids, EOS + PAD included
+    assert all(np.issubdtype(np.asarray(r).dtype, np.integer) for r in output["reconstruction"].head())
+    evaluation = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    assert evaluation["model"]["cross_entropy"]["test"] < evaluation["unigram"]["cross_entropy"]["test"]
+    assert 0.0 <= evaluation["model"]["exact_match"]["test"] <= 1.0

@@ -94,3 +94,20 @@ def test_tabular_rows_split_one_class_and_scale_on_train_only():
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-5)
     raw_train = table.loc[(examples["split"] == "train").to_numpy(), ["a", "b"]]
     np.testing.assert_allclose(scaler.mean, raw_train.mean().to_numpy())
+
+
+def test_tokens_get_eos_padding_and_a_train_only_vocabulary():
+    from seqmodels.data.prepare import EOS, PAD, UNK, prepare_tokens
+
+    words = ["ab", "abc", "b", "ca", "toolongword", "ba", "cab", "bb", "aa", "zzz"]
+    cfg = DataConfig(kind="tokens", source="words.txt", max_length=4, max_examples=None,
+                     split=SplitFractions(val=0.2, test=0.2))
+    examples, vocab, spec = prepare_tokens(words, cfg, seed=0)
+    assert len(examples) == 9  # "toolongword" exceeds max_length
+    assert spec.input_shape == (5,) and spec.vocab_size == len(vocab["tokens"])
+    train_chars = {ch for w, s in zip(examples["seq_id"], examples["split"], strict=True) if s == "train"
+                   for ch in [w for w in words if len(w) <= 4][w]}
+    assert set(vocab["tokens"][4:]) == train_chars
+    for row in examples["x"]:
+        length = int(np.argmax(row == EOS)) + 1
+        assert (row[length:] == PAD).all() and (row[:length - 1] >= UNK).all()

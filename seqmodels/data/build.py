@@ -16,12 +16,14 @@ from seqmodels.data import schemas
 from seqmodels.data.prepare import (
     SCALER_FILE,
     SERIES_FILE,
+    VOCAB_FILE,
     DataSpec,
     prepare_images,
     prepare_rows,
+    prepare_tokens,
     prepare_windows,
 )
-from seqmodels.data.sources import load_images, load_rows, load_source
+from seqmodels.data.sources import load_images, load_rows, load_sequences, load_source
 
 
 @dataclass
@@ -49,11 +51,16 @@ def build_examples(cfg: Config) -> PreparedData:
                                        source=data.source)
         examples, scaler, spec = prepare_rows(table, features, data, cfg.seed)
         prepared = PreparedData(examples, spec, f"{len(examples)} rows", {SCALER_FILE: scaler.to_dict()})
+    elif data.kind == "tokens":
+        examples, vocab, spec = prepare_tokens(load_sequences(data), data, cfg.seed)
+        prepared = PreparedData(examples, spec, f"{len(examples)} sequences, vocabulary {spec.vocab_size}",
+                                {VOCAB_FILE: vocab})
     else:
         source = load_images(data)
         examples, spec = prepare_images(source.images, source.labels, source.n_classes, data, cfg.seed)
         prepared = PreparedData(examples, spec, f"{len(examples)} images")
     schemas.validate_table(prepared.examples,
-                           schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes),
+                           schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes,
+                                                   spec.vocab_size),
                            table=spec.kind, source=data.source)
     return prepared

@@ -26,7 +26,8 @@ EXAMPLES_FILE = "examples.parquet"  # windows (series) or images: one model inpu
 SERIES_FILE = "series.parquet"
 
 
-ID_COLUMNS = {"series": "window_id", "images": "image_id", "tabular": "row_id"}
+ID_COLUMNS = {"series": "window_id", "images": "image_id", "tabular": "row_id", "tokens": "seq_id"}
+VOCAB_FILE = "vocab.json"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class DataSpec:
     features: tuple[str, ...] = ()
     has_labels: bool = False
     n_classes: int = 0
+    vocab_size: int = 0  # tokens: ids are < vocab_size
+
+    @property
+    def discrete(self) -> bool:
+        """Token ids rather than real values in `x`."""
+        return self.kind == "tokens"
 
     @property
     def window(self) -> int:
@@ -77,7 +84,7 @@ class DataSpec:
     def from_dict(cls, raw: dict) -> DataSpec:
         return cls(kind=raw["kind"], input_shape=tuple(int(n) for n in raw["input_shape"]),
                    features=tuple(raw.get("features", ())), has_labels=bool(raw["has_labels"]),
-                   n_classes=int(raw.get("n_classes", 0)))
+                   n_classes=int(raw.get("n_classes", 0)), vocab_size=int(raw.get("vocab_size", 0)))
 
     @classmethod
     def load(cls, prepared_dir: str | Path) -> DataSpec:
@@ -249,9 +256,43 @@ def prepare_rows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
     return frame, scaler, spec
 
 
-def examples_to_arrow(windows: pd.DataFrame, width: int) -> pa.Table:
-    """Store `x` as fixed_size_list<float32> so readers get (N, width) arrays without copies."""
-    flat = pa.array(np.stack(windows["x"].to_numpy()).reshape(-1).astype(np.float32))
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+def prepare_tokens(sequences: list[str], cfg: DataConfig,
+                   seed: int) -> tuple[pd.DataFrame, dict, DataSpec]:
+    """Character sequences -> padded token ids with EOS, vocabulary fitted on train only.
+
+    Each row's `x` holds max_length + 1 ids: the characters, EOS, then PAD. Characters
+    never seen in training map to UNK.
+    """
+    kept = [s for s in sequences if 0 < len(s) <= cfg.max_length]
+    if not kept:
+        raise DataError(f"no sequence of 1..{cfg.max_length} characters in {cfg.source}",
+                        where="params.yaml: data.max_length", fix="raise data.max_length")
+    rng = np.random.default_rng(seed)
+    if cfg.max_examples is not None and len(kept) > cfg.max_examples:
+        kept = [kept[i] for i in np.sort(rng.choice(len(kept), cfg.max_examples, replace=False))]
+    splits = split_examples(len(kept), cfg.split, seed)
+    alphabet = sorted({ch for s, split in zip(kept, splits, strict=True) if split == "train" for ch in s})
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *alphabet])}
+    width = cfg.max_length + 1
+    ids = np.full((len(kept), width), PAD, dtype=np.int32)
+    for row, text in enumerate(kept):
+        ids[row, :len(text)] = [vocab.get(ch, UNK) for ch in text]
+        ids[row, len(text)] = EOS
+    frame = pd.DataFrame({"seq_id": np.arange(len(kept), dtype=np.int64), "split": splits})
+    frame["x"] = list(ids)
+    spec = DataSpec(kind="tokens", input_shape=(width,), vocab_size=len(vocab))
+    return frame, {"tokens": list(vocab)}, spec
+
+
+def examples_to_arrow(windows: pd.DataFrame, width: int, discrete: bool = False) -> pa.Table:
+    """Store `x` as fixed_size_list<float32> (int32 for token ids) so readers get (N, width)
+    arrays without copies."""
+    dtype = np.int32 if discrete else np.float32
+    flat = pa.array(np.stack(windows["x"].to_numpy()).reshape(-1).astype(dtype))
     columns = {c: windows[c].to_numpy() for c in windows.columns if c != "x"}
     table = pa.table(columns)
     return table.append_column("x", pa.FixedSizeListArray.from_arrays(flat, width))

@@ -78,6 +78,17 @@ class TabularTable(pa.DataFrameModel):
         strict = True
 
 
+class TokenTable(pa.DataFrameModel):
+    """Prepared token sequences: `x` holds max_length + 1 ids (characters, EOS, PAD...)."""
+
+    seq_id: Series[np.int64] = pa.Field(unique=True, ge=0)
+    split: Series[str] = pa.Field(isin=list(SPLITS))
+    x: Series[object]
+
+    class Config:
+        strict = True
+
+
 class RawRows(pa.DataFrameModel):
     """Tabular input before preparation (feature columns added by `rows_schema`)."""
 
@@ -87,7 +98,8 @@ class RawRows(pa.DataFrameModel):
         coerce = True
 
 
-EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable, "tabular": TabularTable}
+EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable, "tabular": TabularTable,
+                  "tokens": TokenTable}
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -117,16 +129,27 @@ def rows_schema(features: list[str]) -> pa.DataFrameSchema:
     return RawRows.to_schema().add_columns(_feature_columns(features))
 
 
-def examples_schema(kind: str, width: int, n_classes: int = 0) -> pa.DataFrameSchema:
-    """Windows (series) or images: `x` of `width` finite floats; class ids below n_classes."""
-    schema = EXAMPLE_TABLES[kind].to_schema().update_column("x", checks=[_vector_check(width)])
+def _token_check(width: int, vocab_size: int) -> pa.Check:
+    def ok(series: pd.Series) -> pd.Series:
+        return series.map(lambda v: v is not None and len(v) == width
+                          and bool(((np.asarray(v) >= 0) & (np.asarray(v) < vocab_size)).all()))
+
+    return pa.Check(ok, name=f"token_ids_below_{vocab_size}",
+                    error=f"must be {width} token ids in [0, {vocab_size})")
+
+
+def examples_schema(kind: str, width: int, n_classes: int = 0, vocab_size: int = 0) -> pa.DataFrameSchema:
+    """Prepared examples: `x` of `width` finite floats (token ids below vocab_size for tokens);
+    class ids below n_classes."""
+    check = _token_check(width, vocab_size) if kind == "tokens" else _vector_check(width)
+    schema = EXAMPLE_TABLES[kind].to_schema().update_column("x", checks=[check])
     if n_classes > 1:
         schema = schema.update_column("label", checks=[pa.Check.in_range(0, n_classes - 1)])
     return schema
 
 
 def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes: int = 0,
-                  ) -> pa.DataFrameSchema:
+                  vocab_size: int = 0) -> pa.DataFrameSchema:
     """Inference rows: the input's columns except `x`, plus latent, score, [reconstruction],
     [predicted_class] (when the model has a classifier head)."""
     columns: dict[str, pa.Column] = {
@@ -134,10 +157,11 @@ def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes
         "score": pa.Column(np.float32, checks=[pa.Check.ge(0)], nullable=False),
     }
     if input_width is not None:
-        columns["reconstruction"] = pa.Column(object, checks=[_vector_check(input_width)])
+        check = _token_check(input_width, vocab_size) if kind == "tokens" else _vector_check(input_width)
+        columns["reconstruction"] = pa.Column(object, checks=[check])
     if n_classes > 1:
         columns["predicted_class"] = pa.Column(np.int64, checks=[pa.Check.in_range(0, n_classes - 1)])
-    return examples_schema(kind, 1, n_classes).remove_columns(["x"]).add_columns(columns)
+    return examples_schema(kind, 1, n_classes, vocab_size).remove_columns(["x"]).add_columns(columns)
 
 
 def _failure_rows(error: SchemaError | SchemaErrors) -> pd.DataFrame:

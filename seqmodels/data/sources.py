@@ -91,6 +91,31 @@ def load_rows(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     return frame[features + (["label"] if "label" in frame.columns else [])], features
 
 
+def _english_words() -> list[str]:
+    """The `english-words` package's web2 list (234k words, MIT): lower-case, letters only."""
+    from english_words import get_english_words_set
+
+    return sorted(get_english_words_set(["web2"], lower=True, alpha=True))
+
+
+BUNDLED_TEXT: dict[str, Callable[[], list[str]]] = {"english-words": _english_words}
+
+
+def load_sequences(cfg: DataConfig) -> list[str]:
+    """Bundled text, or a UTF-8 text file with one sequence per line."""
+    if cfg.source in BUNDLED_TEXT:
+        return BUNDLED_TEXT[cfg.source]()
+    path = Path(cfg.source)
+    if not path.is_file():
+        raise DataError(f"text file {path} does not exist", where="params.yaml: data.source",
+                        fix=f"point data.source at a text file or one of {sorted(BUNDLED_TEXT)}")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+                        where=str(path), fix="re-save the file as UTF-8") from None
+
+
 BUNDLED_IMAGES: dict[str, Callable[[], ImageSource]] = {"digits": _digits}
 
 

@@ -23,7 +23,9 @@ VECTOR_COLUMNS = ("x",)
 
 
 def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
-    values = np.ascontiguousarray(values, dtype=np.float32)
+    """(N, d) array -> fixed_size_list column: float32 for real values, int32 for token ids."""
+    dtype = np.int32 if np.issubdtype(values.dtype, np.integer) else np.float32
+    values = np.ascontiguousarray(values, dtype=dtype)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
@@ -47,6 +49,8 @@ class Predictor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Arrow buffers are read-only; torch wants a writable array.
         x = torch.from_numpy(vectors(batch.column("x")).copy()).to(self.device)
+        if self.model.spec.discrete:
+            x = x.long()
         with torch.inference_mode():
             inputs = {"x": x}
             out = self.model(inputs)
@@ -54,8 +58,8 @@ class Predictor:
         result = batch.drop_columns(list(VECTOR_COLUMNS))
         result = result.append_column("latent", fixed_list(out.latent.code.float().cpu().numpy()))
         if self.write_reconstructions:
-            result = result.append_column("reconstruction",
-                                          fixed_list(out.reconstruction.float().cpu().numpy()))
+            reconstruction = self.model.output_reconstruction(inputs, out).cpu().numpy()
+            result = result.append_column("reconstruction", fixed_list(reconstruction))
         result = result.append_column("score", pa.array(score.float().cpu().numpy(), pa.float32()))
         for name, values in self.model.extra_outputs(out).items():
             result = result.append_column(name, pa.array(values.cpu().numpy()))

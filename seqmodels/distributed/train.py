@@ -130,7 +130,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.seed + 7919 * rank + 104729 * fit_state.next_epoch)  # per-worker noise
 
     per_worker = cfg.train.per_worker_batch_size
-    dtypes = {"x": torch.float32, "label": torch.int64}
+    dtypes = {"x": torch.int64 if spec.discrete else torch.float32, "label": torch.int64}
     dtypes = {column: dtypes[column] for column in spec.model_inputs}
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")

@@ -63,11 +63,19 @@ class FusedAutoencoder(nn.Module, ABC):
         `recon` is a mean over input elements, so `kl` is divided by the input size too:
         with beta = 1 the two stay in the ELBO's proportion whatever the window length.
         """
-        recon = F.mse_loss(out.reconstruction.float(), batch["x"].float())
+        recon = self.reconstruction_loss(batch, out)
         task = self.task_loss(batch, out)
         kl = kl_divergence(out.latent).mean() / self.spec.input_dim
         total = recon + self.cfg.task_weight * task + kl_weight * self.cfg.beta * kl
         return {"total": total, "recon": recon, "task": task, "kl": kl}
+
+    def reconstruction_loss(self, batch: Batch, out: ModelOutput) -> Tensor:
+        """Mean over the batch; MSE for real-valued inputs (token models use cross-entropy)."""
+        return F.mse_loss(out.reconstruction.float(), batch["x"].float())
+
+    def output_reconstruction(self, batch: Batch, out: ModelOutput) -> Tensor:
+        """What inference writes as `reconstruction`, (B, input_dim) in the input's units."""
+        return out.reconstruction
 
     def extra_outputs(self, out: ModelOutput) -> dict[str, Tensor]:
         """Per-row columns beyond latent/reconstruction/score for inference (e.g. predicted class)."""

@@ -26,7 +26,7 @@ def register(kind: str) -> Callable[[Builder], Builder]:
 
 def _load_families() -> None:
     # Importing the family modules runs their @register decorators.
-    from seqmodels.models import conv, dense, recurrent  # noqa: F401
+    from seqmodels.models import conv, dense, recurrent, seq2seq  # noqa: F401
 
 
 def model_kinds() -> list[str]:
