@@ -31,9 +31,9 @@ RECURRENT_TRAIN = {"workers": 1, "epochs": 150, "weight_decay": 1e-4}
 SHUTTLE = {"data": {"kind": "tabular", "source": "shuttle"},
            "model": {"kind": "dense", "hidden_size": 32, "latent_dim": 4},
            "train": {"workers": 1, "epochs": 20, "batch_size": 256, "lr": 0.003}}
-WORDS = {"data": {"kind": "tokens", "source": "english-words"},
+WORDS = {"data": {"kind": "tokens", "source": "english-words", "max_examples": 60_000},
          "model": {"kind": "seq2seq", "hidden_size": 128, "latent_dim": 32, "num_layers": 1,
-                   "task_weight": 0.0},
+                   "bidirectional": True, "task_weight": 0.0},
          "train": {"workers": 1, "epochs": 30, "batch_size": 128, "lr": 0.003, "weight_decay": 0.0}}
 CASES: dict[str, dict] = {
     "gunpoint/conv1d (default)": GUNPOINT,

@@ -288,11 +288,11 @@ def prepare_tokens(sequences: list[str], cfg: DataConfig,
     return frame, {"tokens": list(vocab)}, spec
 
 
-def examples_to_arrow(windows: pd.DataFrame, width: int, discrete: bool = False) -> pa.Table:
+def examples_to_arrow(examples: pd.DataFrame, width: int, discrete: bool = False) -> pa.Table:
     """Store `x` as fixed_size_list<float32> (int32 for token ids) so readers get (N, width)
     arrays without copies."""
     dtype = np.int32 if discrete else np.float32
-    flat = pa.array(np.stack(windows["x"].to_numpy()).reshape(-1).astype(dtype))
-    columns = {c: windows[c].to_numpy() for c in windows.columns if c != "x"}
+    flat = pa.array(np.stack(examples["x"].to_numpy()).reshape(-1).astype(dtype))
+    columns = {c: examples[c].to_numpy() for c in examples.columns if c != "x"}
     table = pa.table(columns)
     return table.append_column("x", pa.FixedSizeListArray.from_arrays(flat, width))
