@@ -40,7 +40,7 @@ class DataConfig(_Section):
     kind: Literal["series", "images", "tabular", "tokens"] = "series"
     source: str = Field(
         "gunpoint",
-        description="A bundled dataset name (series: gunpoint; images: digits; tabular: shuttle; "
+        description="A bundled dataset name (series: gunpoint, trace; images: digits; tabular: shuttle; "
         "tokens: english-words) or a path to a "
         "CSV/Parquet file in the modality's table contract.",
     )
@@ -92,6 +92,9 @@ class TrainConfig(_Section):
     epochs: int = Field(300, gt=0)
     batch_size: int = Field(8, gt=0, description="Global batch size, split across workers.")
     lr: float = Field(1e-2, gt=0.0)
+    schedule: Literal["cosine", "onecycle", "constant"] = Field(
+        "cosine", description="AdamW learning-rate schedule over train.epochs (stepped per epoch)."
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
     patience: int | None = Field(None, gt=0, description="Early stopping on val loss; None = off.")
@@ -106,11 +109,12 @@ class TrainConfig(_Section):
     max_failures: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _batch_covers_workers(self) -> TrainConfig:
-        if self.batch_size < self.workers:
+    def _batch_splits_over_workers(self) -> TrainConfig:
+        if self.batch_size % self.workers:
             raise ValueError(
-                f"batch_size ({self.batch_size}) must be >= workers ({self.workers}): "
-                "each worker needs at least one sample per step"
+                f"batch_size ({self.batch_size}) must be a multiple of workers ({self.workers}) so "
+                "every step sees the same global batch whatever the worker count; "
+                f"e.g. {max(self.batch_size // self.workers, 1) * self.workers}"
             )
         return self
 
@@ -157,7 +161,7 @@ class Paths(_Section):
     validation_report: str = "reports/validation.json"
     model: str = "models/latest"
     train_metrics: str = "metrics/train.json"
-    train_history: str = "metrics/train_history.csv"
+    train_live: str = "metrics/live"
     outputs: str = "outputs/latents"
     eval_metrics: str = "metrics/eval.json"
     plots: str = "plots"

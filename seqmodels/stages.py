@@ -32,7 +32,6 @@ from seqmodels.outputs import (
     hash_path,
     publishing,
     write_json_atomic,
-    write_text_atomic,
 )
 
 OUTPUT_VALIDATION_ROWS = 65_536
@@ -90,6 +89,7 @@ def validate(cfg: Config) -> None:
 
 def train(cfg: Config) -> None:
     from seqmodels.checkpoints import export_model
+    from seqmodels.distributed.live import write_history
     from seqmodels.distributed.train import train_distributed
 
     spec = DataSpec.load(cfg.paths.prepared)
@@ -100,9 +100,8 @@ def train(cfg: Config) -> None:
     with publishing(model_dir) as staging:
         export_model(staging, outcome.weights, cfg.model, spec,
                      extra={"best_metrics": best, "run": outcome.run_path, "seed": cfg.seed})
+    write_history(cfg.paths.train_live, outcome.history)
     history = pd.DataFrame(outcome.history)
-    history["epoch"] = history["epoch"].astype(int) + 1
-    write_text_atomic(cfg.paths.train_history, history.to_csv(index=False))
     write_json_atomic(cfg.paths.train_metrics, {
         "best_epoch": int(best["epoch"]) + 1,
         "best_val_loss": best.get("val_loss"),
@@ -111,6 +110,7 @@ def train(cfg: Config) -> None:
         "first_train_loss": float(history["train_loss"].iloc[0]),
         "mean_samples_per_s": float(history["samples_per_s"].mean()),
         "workers": cfg.train.workers,
+        "resumed_at_epochs": [epoch + 1 for epoch in outcome.resumed_at],
     })
     print(f"trained {cfg.model.kind} for {len(history)} epochs; best epoch {int(best['epoch']) + 1} "
           f"val_loss={best.get('val_loss', float('nan')):.5f}; exported to {model_dir}")
@@ -159,6 +159,7 @@ def infer(cfg: Config) -> None:
 def evaluate(cfg: Config) -> None:
     from seqmodels import plots
     from seqmodels.distributed.infer import vectors
+    from seqmodels.distributed.live import read_history
     from seqmodels.evaluation import (
         Scored,
         class_accuracy,
@@ -197,7 +198,7 @@ def evaluate(cfg: Config) -> None:
     plot_dir = Path(cfg.paths.plots)
     clean_stale_staging(plot_dir)
     with publishing(plot_dir) as staging:
-        plots.loss_curves(pd.read_csv(cfg.paths.train_history), staging / "loss.png")
+        plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
         plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
                               staging / "scores.png")
     print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}: "

@@ -41,7 +41,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def make_scheduler(optimizer: torch.optim.Optimizer,
                    cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay over the planned epochs, stepped once per epoch."""
+    """The LR schedule over the planned epochs, stepped once per epoch.
+
+    Per-epoch stepping keeps the schedule independent of the batch count, which changes
+    with the worker count and the data size; resumed runs restore it from the checkpoint.
+    """
+    if cfg.schedule == "onecycle":
+        # From lr/25 up to lr over the first 30% of epochs, then cosine-annealed towards 0.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs + 1)
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr * 0.01)
 
 
@@ -112,11 +121,13 @@ class FitState:
     epochs_since_best: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_at: list[int] = field(default_factory=list)  # epochs a restart continued from
 
     def to_dict(self) -> dict[str, Any]:
         return {"next_epoch": self.next_epoch, "best_val_loss": self.best_val_loss,
                 "best_epoch": self.best_epoch, "epochs_since_best": self.epochs_since_best,
-                "stopped_early": self.stopped_early, "history": self.history}
+                "stopped_early": self.stopped_early, "history": self.history,
+                "resumed_at": self.resumed_at}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FitState:

@@ -48,7 +48,7 @@ def tiny_config(tmp_path: Path, **sections) -> Config:
         "paths": {name: str(tmp_path / value) for name, value in {
             "prepared": "prepared", "validation_report": "reports/validation.json",
             "model": "models/latest", "train_metrics": "metrics/train.json",
-            "train_history": "metrics/history.csv", "outputs": "outputs/latents",
+            "train_live": "metrics/live", "outputs": "outputs/latents",
             "eval_metrics": "metrics/eval.json", "plots": "plots"}.items()},
     }
     for section, values in sections.items():

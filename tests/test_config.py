@@ -21,7 +21,9 @@ def test_repository_params_load_and_match_defaults():
         ({"model": {"kind": "transformer"}}, "unknown model kind 'transformer'"),
         ({"train": {"batch_size": "big"}}, "train.batch_size"),
         ({"train": {"batch_size": 0}}, "train.batch_size"),
-        ({"train": {"workers": 4, "batch_size": 2}}, "batch_size (2) must be >= workers (4)"),
+        ({"train": {"workers": 4, "batch_size": 2}}, "batch_size (2) must be a multiple of workers (4)"),
+        ({"train": {"workers": 2, "batch_size": 9}}, "e.g. 8"),
+        ({"train": {"schedule": "step"}}, "train.schedule"),
         ({"data": {"split": {"val": 0.6, "test": 0.5}}}, "val + test must be < 1"),
     ],
 )

@@ -12,6 +12,7 @@ import torch
 from seqmodels import stages
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.data import schemas
+from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.models import build_model
 from seqmodels.outputs import MANIFEST
@@ -32,11 +33,12 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
     stages.validate(tiny)
     stages.train(tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 4})}))
 
-    history = pd.read_csv(tiny.paths.train_history)
+    history = read_history(tiny.paths.train_live)
     assert list(history["epoch"]) == [1, 2, 3, 4]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert {"val_loss", "train_recon", "train_task", "lr", "samples_per_s"} <= set(history.columns)
     metrics = json.loads(Path(tiny.paths.train_metrics).read_text())
-    assert metrics["workers"] == 2 and metrics["epochs_run"] == 4
+    assert metrics["workers"] == 2 and metrics["epochs_run"] == 4 and metrics["resumed_at_epochs"] == []
 
     model, cfg, spec = load_exported_model(tiny.paths.model)
     seed_everything(tiny.seed)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,17 @@ def test_library_trains_without_importing_ray_or_dvc():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_onecycle_schedule_warms_up_then_anneals():
+    cfg = TrainConfig(schedule="onecycle", epochs=10, lr=0.1)
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(cfg.epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < 9 and lrs[peak] == pytest.approx(0.1, rel=0.05)
+    assert lrs[0] < 0.01 and lrs[-1] < 0.01

@@ -20,21 +20,19 @@ from seqmodels.errors import DataError
 RESERVED_COLUMNS = ("series_id", "t", "label")
 
 
-def _ucr_from_sktime(name: str, cfg: DataConfig) -> pd.DataFrame:
-    """A UCR dataset bundled with sktime, in a one-class setup (normal_class -> label 0)."""
-    from sktime.datasets import load_UCR_UEA_dataset
-
+def _one_class_table(name: str, splits: list[tuple[np.ndarray, np.ndarray]], cfg: DataConfig) -> pd.DataFrame:
+    """Labelled UCR arrays (X: series x channels x time) as the canonical table, in a one-class
+    setup: data.normal_class is normal (label 0), every other class is anomalous. The UCR
+    train/test split is pooled; prepare re-splits by series so the split fractions apply."""
+    classes = sorted({str(c) for _, y in splits for c in y})
+    if cfg.normal_class not in classes:
+        raise DataError(
+            f"data.normal_class={cfg.normal_class!r} is not a class of {name}",
+            where="params.yaml: data.normal_class",
+            fix=f"choose one of {classes}",
+        )
     frames, offset = [], 0
-    for split in ("train", "test"):
-        # extract_path=None reads the copy bundled inside sktime: no download.
-        X, y = load_UCR_UEA_dataset(name, split=split, return_X_y=True, return_type="numpy3D")
-        classes = {str(c) for c in y}
-        if cfg.normal_class not in classes:
-            raise DataError(
-                f"data.normal_class={cfg.normal_class!r} is not a class of {name}",
-                where="params.yaml: data.normal_class",
-                fix=f"choose one of {sorted(classes)}",
-            )
+    for X, y in splits:
         n, channels, length = X.shape
         table = pd.DataFrame(
             {
@@ -50,8 +48,28 @@ def _ucr_from_sktime(name: str, cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _ucr_from_sktime(name: str, cfg: DataConfig) -> pd.DataFrame:
+    """A UCR dataset bundled with sktime (extract_path=None reads the packaged copy: no download)."""
+    from sktime.datasets import load_UCR_UEA_dataset
+
+    splits = [load_UCR_UEA_dataset(name, split=split, return_X_y=True, return_type="numpy3D")
+              for split in ("train", "test")]
+    return _one_class_table(name, splits, cfg)
+
+
+def _ucr_from_tslearn(name: str, cfg: DataConfig) -> pd.DataFrame:
+    """A UCR dataset cached inside tslearn (Trace: 4 classes, 200 series of 275 steps), offline."""
+    from tslearn.datasets import CachedDatasets
+
+    x_train, y_train, x_test, y_test = CachedDatasets().load_dataset(name)
+    # tslearn stores (series, time, channels); the table builder expects (series, channels, time).
+    splits = [(x_train.transpose(0, 2, 1), y_train), (x_test.transpose(0, 2, 1), y_test)]
+    return _one_class_table(name, splits, cfg)
+
+
 BUNDLED: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
     "gunpoint": lambda cfg: _ucr_from_sktime("GunPoint", cfg),
+    "trace": lambda cfg: _ucr_from_tslearn("Trace", cfg),
 }
 
 

@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from seqmodels.checkpoints import load_training_state, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
+from seqmodels.distributed.live import live_callback
 from seqmodels.distributed.runtime import (
     available_cpus,
     available_gpus,
@@ -47,6 +49,7 @@ class TrainOutcome:
     history: list[dict[str, float]]
     run_name: str
     run_path: str
+    resumed_at: list[int] = field(default_factory=list)
 
 
 def code_hash() -> str:
@@ -71,6 +74,14 @@ def run_name(cfg: Config, data_hash: str) -> str:
 
 def storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def run_exists(storage: str, name: str) -> bool:
+    """Whether Ray Train already has a run of this name (so starting it again resumes it)."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+    return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
 
 
 def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool):
@@ -125,6 +136,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state_dicts["optimizer"])
         scheduler.load_state_dict(state_dicts["scheduler"])
         fit_state = FitState.from_dict(state_dicts["fit"])
+        fit_state.resumed_at.append(fit_state.next_epoch)
         if rank == 0:
             log.warning("resuming from the checkpoint after epoch %d", fit_state.next_epoch)
     seed_everything(cfg.seed + 7919 * rank + 104729 * fit_state.next_epoch)  # per-worker noise
@@ -195,7 +207,9 @@ def _unwrap_failure(error: BaseException) -> BaseException:
     return error
 
 
-def train_distributed(cfg: Config) -> TrainOutcome:
+def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None] = train_worker,
+                      ) -> TrainOutcome:
+    """Train on Ray; `loop_per_worker` is the worker entry point (tests wrap it to inject faults)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
@@ -208,8 +222,11 @@ def train_distributed(cfg: Config) -> TrainOutcome:
     _check_resources(cfg)
     name = run_name(cfg, hash_path(examples))
     storage = storage_path(cfg.train.storage)
+    resuming = run_exists(storage, name)
+    if resuming:
+        log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
     trainer = TorchTrainer(
-        train_worker,
+        loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict()},
         scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": 1}),
@@ -219,12 +236,17 @@ def train_distributed(cfg: Config) -> TrainOutcome:
                                                checkpoint_score_attribute=SELECTION_METRIC,
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=[live_callback(Path(cfg.paths.train_live).resolve(), resume=resuming)],
             logging_config=train_logging_config(cfg.ray)),
         datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
                   for split in ("train", "val")},
     )
     try:
         result = trainer.fit()
+    except SystemExit:
+        # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit(0) from inside fit():
+        # report it as the interruption it is (the CLI exits 130; checkpoints stay for resume).
+        raise KeyboardInterrupt from None
     except TrainingFailedError as error:
         cause = _unwrap_failure(error)
         if isinstance(cause, SeqmodelsError):
@@ -238,6 +260,6 @@ def train_distributed(cfg: Config) -> TrainOutcome:
     with best_checkpoint.as_directory() as directory:
         weights = load_training_state(directory)["model"]
     with result.checkpoint.as_directory() as directory:
-        history = FitState.from_dict(load_training_state(directory)["fit"]).history
-    return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=history,
-                        run_name=name, run_path=f"{storage}/{name}")
+        final_state = FitState.from_dict(load_training_state(directory)["fit"])
+    return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=final_state.history,
+                        run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at)
