@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from seqmodels.config import load_config
 from seqmodels.errors import SeqmodelsError
@@ -25,7 +25,57 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
         stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                            help="override a parameter, e.g. --set train.epochs=3 (repeatable)")
+    export = commands.add_parser("export", help="write the trained encoder as ONNX")
+    export.add_argument("--model", default="models/latest", help="trained model (default: %(default)s)")
+    export.add_argument("--output", default="models/onnx", help="target folder (default: %(default)s)")
+    outputs = commands.add_parser("outputs", help="published batch outputs at any git revision (via DVC)")
+    outputs.add_argument("action", choices=("show", "read"),
+                         help="show: manifest summary; read: the rows (to stdout or --to FILE)")
+    outputs.add_argument("--rev", default=None, help="git commit, tag or branch (default: the workspace)")
+    outputs.add_argument("--path", default="outputs/latents", help="outputs folder (default: %(default)s)")
+    outputs.add_argument("--repo", default=None, help="repository path or URL (default: this one)")
+    outputs.add_argument("--columns", default=None, help="comma-separated columns to read")
+    outputs.add_argument("--to", default=None, help="write the rows to this Parquet file")
+    outputs.add_argument("--head", type=int, default=5, help="rows to print without --to")
     return parser
+
+
+def _guarded(name: str, action: Callable[[], None]) -> int:
+    try:
+        action()
+    except SeqmodelsError as error:
+        print(f"seqmodels {name}: error: {error.message}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def _export(args: argparse.Namespace) -> None:
+    from seqmodels.export import export_onnx
+
+    print(f"wrote {export_onnx(args.model, args.output)}")
+
+
+def _outputs(args: argparse.Namespace) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from seqmodels.versions import read_manifest, read_outputs
+
+    if args.action == "show":
+        manifest = read_manifest(args.rev, path=args.path, repo=args.repo)
+        summary = {key: manifest.get(key) for key in ("created", "git", "rows", "rows_per_split", "model",
+                                                        "input", "versions", "schema")}
+        print(json.dumps(summary, indent=2))
+        return
+    columns = args.columns.split(",") if args.columns else None
+    table = read_outputs(args.rev, path=args.path, repo=args.repo, columns=columns)
+    if args.to:
+        pq.write_table(table, args.to)
+        print(f"wrote {table.num_rows} rows to {args.to}")
+    else:
+        print(table.slice(0, args.head).to_pandas().to_string())
+        print(f"({table.num_rows} rows)")
 
 
 def run_stage(name: str, params: str = "params.yaml", overrides: Sequence[str] = ()) -> int:
@@ -50,6 +100,10 @@ def run_stage(name: str, params: str = "params.yaml", overrides: Sequence[str] =
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        return _guarded("export", lambda: _export(args))
+    if args.command == "outputs":
+        return _guarded("outputs", lambda: _outputs(args))
     return run_stage(args.command, args.params, args.overrides)
 
 

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from seqmodels.versions import read_outputs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -71,11 +73,39 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
 
     shown = sh("dvc", "metrics", "show", "--json", cwd=repo_copy)
     assert "test_auroc" in shown.stdout
+    plots = json.loads(sh("dvc", "plots", "show", "--json", "--split", cwd=repo_copy).stdout)
+    loss_curve_data = json.dumps(plots["loss_curves"])
+    assert "train_loss" in loss_curve_data and "val_loss" in loss_curve_data
 
     again = sh("dvc", "repro", cwd=repo_copy)
     assert "Running stage" not in again.stdout
     status = sh("dvc", "status", cwd=repo_copy)
     assert "up to date" in status.stdout
+
+    # Versioned outputs: commit this run, publish another, read the first back by revision.
+    first_rev = commit(repo_copy, "first run")
+    first_rows = pq.read_table(repo_copy / "outputs/latents").sort_by("window_id")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["infer"]["write_reconstructions"] = False
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = sh("dvc", "repro", cwd=repo_copy)
+    assert "Running stage 'infer'" in rerun.stdout and "Running stage 'train'" not in rerun.stdout
+    commit(repo_copy, "outputs without reconstructions")
+
+    old = read_outputs(first_rev, repo=str(repo_copy)).sort_by("window_id")
+    assert old.equals(first_rows)
+    new = read_outputs("HEAD", repo=str(repo_copy))
+    assert new.num_rows == 200 and "reconstruction" not in new.schema.names
+    shown = sh("seqmodels", "outputs", "show", "--rev", first_rev, "--repo", str(repo_copy), cwd=repo_copy)
+    assert json.loads(shown.stdout)["rows"] == 200
+    missing = sh("seqmodels", "outputs", "read", "--rev", "no-such-rev", cwd=repo_copy, check=False)
+    assert missing.returncode == 2 and "no-such-rev" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def commit(repo, message):
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+    return sh("git", "rev-parse", "HEAD", cwd=repo).stdout.strip()
 
 
 def test_dvc_exp_run_switches_modality_and_model_from_the_command_line(repo_copy):

@@ -108,6 +108,16 @@ def _allreduce(sums: dict[str, float], rows: int) -> tuple[dict[str, float], int
     return dict(zip(sums, values[:-1], strict=True)), int(values[-1])
 
 
+def _quiet_report_lines(level: str) -> None:
+    """Ray Train 2.60 logs every report (metrics and checkpoint path) at INFO through a logger
+    named after its source file, outside the "ray" hierarchy that ray.log_level governs."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: its own logging settings apply
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -115,6 +125,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     cfg = Config.model_validate(loop_config["config"])
+    _quiet_report_lines(cfg.ray.log_level)
     spec = DataSpec.from_dict(loop_config["spec"])
     context = ray.train.get_context()
     rank = context.get_world_rank()

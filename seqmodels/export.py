@@ -1,0 +1,84 @@
+"""Export a trained model's encoder to ONNX, for serving without Python, Ray or seqmodels.
+
+ONNX rather than TorchScript: TorchScript is deprecated as of torch 2.13, while ONNX is
+served by onnxruntime, Triton and most inference stacks. The graph maps `x` (batch,
+input_dim) to `latent` (batch, latent_dim): the latent code inference writes (the mean for
+a variational model), with a dynamic batch dimension. The exported file is checked against
+the eager model on real inputs before it is published.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from seqmodels.checkpoints import load_exported_model
+from seqmodels.errors import SeqmodelsError
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.outputs import publishing, write_json_atomic
+
+ONNX_FILE = "encoder.onnx"
+ONNX_CARD = "encoder.json"
+TOLERANCE = 1e-4  # float32 kernels differ between torch and onnxruntime in summation order
+
+
+class LatentEncoder(nn.Module):
+    """x -> latent code: the part of the model a serving system needs for embeddings."""
+
+    def __init__(self, model: FusedAutoencoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.encode(x).code
+
+
+def example_inputs(model: FusedAutoencoder, rows: int = 8, seed: int = 0) -> Tensor:
+    return torch.randn(rows, model.spec.input_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def export_onnx(model_dir: str | Path, target: str | Path, check_inputs: Tensor | None = None) -> Path:
+    """Write `target`/encoder.onnx (+ encoder.json) for the model exported in `model_dir`."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SeqmodelsError("ONNX export needs the onnx, onnxscript and onnxruntime packages",
+                             fix='pip install -c constraints.txt -e ".[export]"') from None
+    model, cfg, spec = load_exported_model(model_dir)
+    if spec.discrete:
+        raise SeqmodelsError(
+            f"{cfg.kind} encodes variable-length token sequences with packed RNN sequences, which "
+            "torch.export (and so ONNX export) cannot trace in torch 2.13",
+            where=str(model_dir),
+            fix="serve token models with seqmodels.checkpoints.load_exported_model in PyTorch")
+    encoder = LatentEncoder(model).eval()
+    inputs = example_inputs(model) if check_inputs is None else check_inputs
+    target = Path(target)
+    with publishing(target) as staging:
+        path = staging / ONNX_FILE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter about optional torchvision ops
+            torch.onnx.export(encoder, (inputs,), str(path), dynamo=True, input_names=["x"],
+                              output_names=["latent"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                              verbose=False)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for batch in (inputs, inputs[:1]):
+            got = session.run(None, {"x": batch.numpy()})[0]
+            with torch.no_grad():
+                expected = encoder(batch).numpy()
+            difference = float(np.abs(got - expected).max())
+            if difference > TOLERANCE:
+                raise SeqmodelsError(f"the ONNX encoder differs from the PyTorch model by {difference:g}",
+                                     where=str(model_dir), fix="report this with the model card")
+        write_json_atomic(staging / ONNX_CARD, {
+            "input": {"name": "x", "shape": ["batch", spec.input_dim],
+                      "dtype": "float32", "layout": f"flattened {list(spec.input_shape)}"},
+            "output": {"name": "latent", "shape": ["batch", cfg.latent_dim], "dtype": "float32"},
+            "model": cfg.model_dump(mode="json"), "data_spec": spec.to_dict(),
+            "max_abs_difference_vs_pytorch": difference,
+        })
+    return target / ONNX_FILE

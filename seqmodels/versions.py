@@ -1,0 +1,73 @@
+"""Read published batch outputs as they were at any git revision, through DVC.
+
+The outputs folder is a DVC out, so each commit's dvc.lock pins its content hash; DVC's
+filesystem resolves a revision to those files in the local cache or a DVC remote. This is
+the consumer side of versioning: a downstream job names a tag or commit and gets exactly
+the latents that revision published, without checking it out.
+
+    from seqmodels.versions import read_outputs, read_manifest
+    table = read_outputs(rev="v1.2", columns=["window_id", "latent", "score"])
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seqmodels.errors import SeqmodelsError
+from seqmodels.outputs import MANIFEST
+
+DEFAULT_PATH = "outputs/latents"
+
+
+def _filesystem(rev: str | None, repo: str | None):
+    from dvc.api import DVCFileSystem
+
+    try:
+        return DVCFileSystem(repo or ".", rev=rev)
+    except Exception as error:  # dvc raises scm/rev errors of several types
+        raise SeqmodelsError(f"cannot open revision {rev or 'workspace'} of {repo or 'this repository'}: "
+                             f"{type(error).__name__}: {error}", where=f"--rev {rev}",
+                             fix="use a commit, tag or branch of a git repository with DVC") from None
+
+
+def _missing(path: str, rev: str | None, error: Exception) -> SeqmodelsError:
+    return SeqmodelsError(f"no published outputs at {path} in revision {rev or 'workspace'}: {error}",
+                          where=f"{path}@{rev or 'workspace'}",
+                          fix="check the path and revision (git log dvc.lock); if the revision has "
+                          "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`")
+
+
+def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH,
+                  repo: str | None = None) -> dict[str, Any]:
+    """The `_manifest.json` of the outputs at `rev` (None: the workspace)."""
+    fs = _filesystem(rev, repo)
+    try:
+        with fs.open(f"{path}/{MANIFEST}", "r") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, OSError) as error:
+        raise _missing(path, rev, error) from None
+
+
+def read_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+    """Every Parquet part of the outputs at `rev` as one Arrow table (`.to_pandas()` for pandas)."""
+    fs = _filesystem(rev, repo)
+    try:
+        parts = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
+        if not parts:
+            raise FileNotFoundError(f"{path} holds no Parquet files")
+        tables = []
+        for part in parts:
+            with fs.open(part, "rb") as handle:
+                tables.append(pq.read_table(handle, columns=columns))
+    except (FileNotFoundError, OSError) as error:
+        raise _missing(path, rev, error) from None
+    except (KeyError, pa.ArrowInvalid) as error:  # a requested column absent from the files
+        raise SeqmodelsError(f"cannot read columns {columns} of the outputs at {rev or 'workspace'}: "
+                             f"{error}", where=path,
+                             fix="see `seqmodels outputs show` for the schema") from None
+    return pa.concat_tables(tables)
