@@ -11,7 +11,9 @@ the latents that revision published, without checking it out.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -23,51 +25,50 @@ from seqmodels.outputs import MANIFEST
 DEFAULT_PATH = "outputs/latents"
 
 
-def _filesystem(rev: str | None, repo: str | None):
-    from dvc.api import DVCFileSystem
+@contextlib.contextmanager
+def _revision(rev: str | None, repo: str | None, path: str) -> Iterator[Any]:
+    """DVC's filesystem at `rev`, with its failures turned into one readable error.
+
+    DVC resolves the revision lazily, so an unknown one surfaces on first access."""
+    from dvc.exceptions import DvcException
+    from dvc.scm import SCMError
 
     try:
-        return DVCFileSystem(repo or ".", rev=rev)
-    except Exception as error:  # dvc raises scm/rev errors of several types
+        from dvc.api import DVCFileSystem
+
+        yield DVCFileSystem(repo or ".", rev=rev)
+    except (SCMError, DvcException) as error:
         raise SeqmodelsError(f"cannot open revision {rev or 'workspace'} of {repo or 'this repository'}: "
-                             f"{type(error).__name__}: {error}", where=f"--rev {rev}",
-                             fix="use a commit, tag or branch of a git repository with DVC") from None
-
-
-def _missing(path: str, rev: str | None, error: Exception) -> SeqmodelsError:
-    return SeqmodelsError(f"no published outputs at {path} in revision {rev or 'workspace'}: {error}",
-                          where=f"{path}@{rev or 'workspace'}",
-                          fix="check the path and revision (git log dvc.lock); if the revision has "
-                          "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`")
+                             f"{error}", where=f"--rev {rev}",
+                             fix="use a commit, tag or branch of a git repository that uses DVC") from None
+    except (FileNotFoundError, OSError) as error:
+        raise SeqmodelsError(f"no published outputs at {path} in revision {rev or 'workspace'}: {error}",
+                             where=f"{path}@{rev or 'workspace'}",
+                             fix="check the path and revision (git log dvc.lock); if the revision has "
+                             "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`") from None
 
 
 def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH,
                   repo: str | None = None) -> dict[str, Any]:
     """The `_manifest.json` of the outputs at `rev` (None: the workspace)."""
-    fs = _filesystem(rev, repo)
-    try:
-        with fs.open(f"{path}/{MANIFEST}", "r") as handle:
-            return json.load(handle)
-    except (FileNotFoundError, OSError) as error:
-        raise _missing(path, rev, error) from None
+    with _revision(rev, repo, path) as fs, fs.open(f"{path}/{MANIFEST}", "r") as handle:
+        return json.load(handle)
 
 
 def read_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
                  columns: list[str] | None = None) -> pa.Table:
     """Every Parquet part of the outputs at `rev` as one Arrow table (`.to_pandas()` for pandas)."""
-    fs = _filesystem(rev, repo)
-    try:
+    with _revision(rev, repo, path) as fs:
         parts = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
         if not parts:
             raise FileNotFoundError(f"{path} holds no Parquet files")
         tables = []
         for part in parts:
             with fs.open(part, "rb") as handle:
-                tables.append(pq.read_table(handle, columns=columns))
-    except (FileNotFoundError, OSError) as error:
-        raise _missing(path, rev, error) from None
-    except (KeyError, pa.ArrowInvalid) as error:  # a requested column absent from the files
-        raise SeqmodelsError(f"cannot read columns {columns} of the outputs at {rev or 'workspace'}: "
-                             f"{error}", where=path,
-                             fix="see `seqmodels outputs show` for the schema") from None
+                try:
+                    tables.append(pq.read_table(handle, columns=columns))
+                except (KeyError, pa.ArrowInvalid) as error:  # a requested column is not there
+                    raise SeqmodelsError(f"cannot read columns {columns} of {part} at {rev or 'workspace'}: "
+                                         f"{str(error).splitlines()[0]}", where=part,
+                                         fix="`seqmodels outputs show` prints the schema") from None
     return pa.concat_tables(tables)

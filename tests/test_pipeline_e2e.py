@@ -73,7 +73,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
 
     shown = sh("dvc", "metrics", "show", "--json", cwd=repo_copy)
     assert "test_auroc" in shown.stdout
-    plots = json.loads(sh("dvc", "plots", "show", "--json", "--split", cwd=repo_copy).stdout)
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo_copy).stdout)["data"]
     loss_curve_data = json.dumps(plots["loss_curves"])
     assert "train_loss" in loss_curve_data and "val_loss" in loss_curve_data
 
