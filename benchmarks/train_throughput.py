@@ -11,7 +11,7 @@ Throughput is the training phase's samples/s per epoch (as logged by every run),
 over the epochs after the first (which pays for warm-up). Wall time per run, Ray start-up,
 validation and per-epoch checkpointing included, is reported beside it.
 
-    .venv/bin/python benchmarks/train_throughput.py             # ~4 min on 2 cores
+    .venv/bin/python benchmarks/train_throughput.py             # ~1.5 min on 2 cores
     .venv/bin/python benchmarks/train_throughput.py --gpu       # use_gpu for the Ray runs
 """
 
@@ -97,7 +97,7 @@ def run_ray(cfg: Config) -> tuple[list[dict], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=3000, help="generated series of 300 steps")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--model", default="conv")
     parser.add_argument("--gpu", action="store_true")

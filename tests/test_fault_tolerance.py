@@ -171,3 +171,30 @@ def test_ctrl_c_exits_130_with_one_message_and_publishes_nothing(prepared, tmp_p
     assert process.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr
     assert not Path(cfg.paths.model).exists()
+
+
+def test_a_killed_infer_stage_leaves_the_published_outputs_intact(prepared, tmp_path):
+    stages.train(_with_train(prepared, epochs=2))
+    stages.infer(prepared)
+    published = Path(prepared.paths.outputs)
+    before = {part.name: part.read_bytes() for part in published.iterdir()}
+    reference = pq.read_table(published).sort_by("window_id")
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(prepared.to_dict()))
+    command = [sys.executable, str(REPO / "pipelines" / "infer.py"), "--params", str(params)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(published.parent.glob(f".{published.name}.staging-*")):
+        assert process.poll() is None and time.monotonic() < deadline, "infer never started writing"
+        time.sleep(0.05)
+    time.sleep(np.random.default_rng().uniform(0.0, 3.0))  # somewhere inside the Ray Data run
+    for child in _process_tree(process.pid):
+        child.kill()
+    process.wait()
+
+    assert {part.name: part.read_bytes() for part in published.iterdir()} == before
+    stages.infer(prepared)  # the rerun clears the dead run's staging folder and completes
+    assert not list(published.parent.glob(f".{published.name}.*-*"))
+    assert pq.read_table(published).sort_by("window_id").equals(reference)

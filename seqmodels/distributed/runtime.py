@@ -15,6 +15,12 @@ import sys
 from seqmodels.config import RayConfig
 from seqmodels.errors import SeqmodelsError
 
+# In Ray worker processes glibc's malloc kept serving the ~0.1-10 MB tensors of each batch
+# with fresh mmap/munmap calls (5x the page faults of the same loop in a plain process),
+# which cost 15-20% of training speed. Fixed thresholds keep such buffers on the heap for
+# reuse: measured 8,100 -> 10,000 samples/s for the same loop in a Ray task (plain: 10,100).
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+
 
 def init_ray(cfg: RayConfig) -> None:
     import ray
@@ -25,7 +31,8 @@ def init_ray(cfg: RayConfig) -> None:
     address = cfg.resolved_address
     quiet = ray.LoggingConfig(log_level=cfg.log_level)
     env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
-                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s)}
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s),
+                **WORKER_MALLOC}
     for name, value in env_vars.items():
         os.environ.setdefault(name, value)  # the local raylet and the controller inherit these
     runtime_env = {"env_vars": env_vars}

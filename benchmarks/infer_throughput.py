@@ -1,0 +1,157 @@
+"""Batch inference: the Ray Data pipeline against a plain PyTorch loop, and its peak memory.
+
+Same exported model, same Parquet in, Parquet out, same batch size, in one process:
+
+  plain    pyarrow iter_batches -> Predictor (no_grad) -> ParquetWriter, one process
+  ray      seqmodels.distributed.infer.predict_to_parquet (read_parquet -> map_batches
+           actor pool -> write_parquet), as the infer stage runs it
+
+Throughput is rows/s over the whole run (reading, the model, writing). Peak memory is the
+largest proportional set size (PSS: shared pages such as Ray's object store split across
+the processes mapping them) summed over this process and all its descendants, sampled
+every 0.2 s, for the Ray run on N and on 10 x N rows: streaming means the second must
+not need 10 x the memory.
+
+    .venv/bin/python benchmarks/infer_throughput.py                  # 1M windows, ~10 min
+    .venv/bin/python benchmarks/infer_throughput.py --rows 100000    # quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from seqmodels.checkpoints import export_model
+from seqmodels.config import config_from_mapping
+from seqmodels.data.prepare import DataSpec, examples_to_arrow
+from seqmodels.distributed.infer import Predictor, predict_to_parquet
+from seqmodels.models import build_model
+
+RESULTS = Path(__file__).parent / "results" / "infer_throughput.json"
+WINDOW = 64
+
+
+def write_windows(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) -> None:
+    """`rows` windows in the prepared examples layout, written in chunks (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(WINDOW)
+    writer = None
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        phase = rng.uniform(0, 2 * np.pi, (n, 1))
+        x = np.sin(2 * np.pi * t / 16 + phase) + rng.normal(0, 0.05, (n, WINDOW))
+        ids = np.arange(start, start + n)
+        frame = {"window_id": ids, "series_id": [f"s{i // 10:07d}" for i in ids],
+                 "split": np.where(ids % 10 < 8, "train", "test"), "start": (ids % 10) * WINDOW,
+                 "x": list(x.astype(np.float32))}
+        table = examples_to_arrow(pd.DataFrame(frame), WINDOW)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+
+
+class PeakMemory:
+    """Largest PSS of this process tree, sampled on a thread."""
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+
+    def _sample(self) -> int:
+        root = psutil.Process()
+        total = 0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += process.memory_full_info().pss
+        return total
+
+    def __enter__(self) -> PeakMemory:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self._sample())
+                time.sleep(self.interval_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> None:
+    predictor = Predictor(str(model_dir), use_gpu=False, write_reconstructions=True)
+    writer = None
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size):
+        result = predictor(pa.Table.from_batches([batch]))
+        writer = writer or pq.ParquetWriter(target, result.schema)
+        writer.write_table(result)
+    writer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="windows for the throughput runs")
+    parser.add_argument("--memory-rows", type=int, default=100_000,
+                        help="N for the memory comparison (N vs 10 x N; 10 x N is --rows by default)")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one predictor actor holds one CPU
+
+    cfg = config_from_mapping({"infer": {"batch_size": args.batch_size, "concurrency": 1},
+                               "ray": {"num_cpus": 4, "data_cpu_limit": 1}}, "infer benchmark")
+    spec = DataSpec(kind="series", input_shape=(WINDOW, 1), features=("value",))
+    model_cfg = cfg.model.model_copy(update={"kind": "conv", "hidden_size": 16, "latent_dim": 8})
+    torch.manual_seed(0)
+    model = build_model(model_cfg, spec)
+    result: dict = {"window": WINDOW, "batch_size": args.batch_size, "model": "conv hidden 16 latent 8"}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        export_model(root / "model", model.state_dict(), model_cfg, spec)
+        sizes = sorted({args.memory_rows, 10 * args.memory_rows, args.rows})
+        for rows in sizes:
+            write_windows(root / f"in-{rows}.parquet", rows)
+
+        from seqmodels.distributed.runtime import init_ray
+
+        init_ray(cfg.ray)  # both runs share the machine with the same idle Ray daemons
+        started = time.perf_counter()
+        run_plain(root / "model", root / f"in-{args.rows}.parquet", root / "plain.parquet", args.batch_size)
+        plain_s = time.perf_counter() - started
+        runs = {}
+        for rows in sizes:
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                predict_to_parquet(cfg, root / "model", root / f"in-{rows}.parquet", root / f"ray-{rows}")
+                seconds = time.perf_counter() - started
+            written = pq.ParquetDataset(root / f"ray-{rows}").read(columns=["window_id"]).num_rows
+            assert written == rows, f"ray wrote {written} rows for {rows}"
+            runs[rows] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
+                          "peak_pss_mib": round(memory.peak / 2**20)}
+            print(rows, runs[rows], flush=True)
+    result |= {
+        "plain": {"rows": args.rows, "seconds": round(plain_s, 1), "rows_per_s": round(args.rows / plain_s)},
+        "ray": {str(rows): run for rows, run in runs.items()},
+        "ray_vs_plain_throughput": round(runs[args.rows]["rows_per_s"] / (args.rows / plain_s), 3),
+        "peak_memory_10x_vs_1x": round(runs[10 * args.memory_rows]["peak_pss_mib"]
+                                       / runs[args.memory_rows]["peak_pss_mib"], 3),
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
