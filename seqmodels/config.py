@@ -148,6 +148,14 @@ class RayConfig(_Section):
     data_cpu_limit: float | None = Field(
         1.0, gt=0, description="Cap on CPUs Ray Data may use, so it cannot starve train workers."
     )
+    object_store_mb: int | None = Field(
+        2048, gt=0, description="Object store size of a local Ray (ignored on a cluster). Ray's "
+        "default, 30% of RAM, lets a long streaming run touch gigabytes of shared memory."
+    )
+    data_memory_limit_mb: int | None = Field(
+        1024, gt=0, description="Cap on the object-store memory Ray Data keeps in flight, so a "
+        "streaming run's memory does not grow with the number of rows."
+    )
 
     @property
     def resolved_address(self) -> str | None:

@@ -43,7 +43,9 @@ def init_ray(cfg: RayConfig) -> None:
         else:
             # The dashboard process serves the state API that Ray Train's placement-group
             # cleaner polls; bound to loopback only.
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+            store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
+            ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
+                     include_dashboard=True, dashboard_host="127.0.0.1",
                      logging_level=cfg.log_level, logging_config=quiet, runtime_env=runtime_env)
     except ConnectionError as error:
         raise SeqmodelsError(f"cannot connect to Ray at {address}: {error}",
@@ -53,15 +55,16 @@ def init_ray(cfg: RayConfig) -> None:
 
 
 def configure_data_context(cfg: RayConfig) -> None:
-    """Ordered, CPU-capped Ray Data execution; called before every pipeline is built."""
+    """Ordered, CPU- and memory-capped Ray Data execution; called before every pipeline is built."""
     from ray.data import DataContext, ExecutionResources
 
     logging.getLogger("ray.data").setLevel(cfg.log_level)  # the driver's logger may predate the env
     context = DataContext.get_current()
     context.execution_options.preserve_order = True  # deterministic output order
     context.enable_progress_bars = sys.stderr.isatty()
-    if cfg.data_cpu_limit is not None:
-        context.execution_options.resource_limits = ExecutionResources(cpu=cfg.data_cpu_limit)
+    memory = cfg.data_memory_limit_mb * 2**20 if cfg.data_memory_limit_mb is not None else None
+    context.execution_options.resource_limits = ExecutionResources(cpu=cfg.data_cpu_limit,
+                                                                   object_store_memory=memory)
 
 
 def train_logging_config(cfg: RayConfig):
