@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     cfg = Config.model_validate(loop_config["config"])
     _quiet_report_lines(cfg.ray.log_level)
+    # DDP compares grad strides with its bucket views; for weights with a size-1 dimension
+    # (a conv over one input channel) they differ only on that dimension, which is harmless.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     spec = DataSpec.from_dict(loop_config["spec"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
