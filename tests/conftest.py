@@ -66,3 +66,22 @@ def series_csv(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny(tmp_path: Path, series_csv: Path) -> Config:
     return tiny_config(tmp_path)
+
+
+def exported_vs_untrained_loss(cfg: Config) -> float:
+    """Training-split reconstruction loss of the exported model over that of the same
+    architecture at its seeded initialisation: below 1 when training really helped."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from seqmodels.checkpoints import load_exported_model
+    from seqmodels.models import build_model
+    from seqmodels.training import seed_everything
+
+    model, model_cfg, spec = load_exported_model(cfg.paths.model)
+    seed_everything(cfg.seed)
+    untrained = build_model(model_cfg, spec).eval()
+    windows = pq.read_table(f"{cfg.paths.prepared}/examples.parquet").to_pandas()
+    x = {"x": torch.from_numpy(np.stack(windows.loc[windows["split"] == "train", "x"]))}
+    with torch.no_grad():
+        return float(model.loss(x, model(x))["recon"] / untrained.loss(x, untrained(x))["recon"])

@@ -14,18 +14,14 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 
 from seqmodels import stages
-from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.distributed.train import train_distributed
-from seqmodels.models import build_model
-from seqmodels.training import seed_everything
-from tests.conftest import REPO
+from tests.conftest import REPO, exported_vs_untrained_loss
 
 pytestmark = pytest.mark.slow
 
@@ -144,13 +140,7 @@ def test_a_killed_train_stage_resumes_where_it_stopped(prepared, tmp_path):
     assert max(logged_before_kill) + 1 <= resumed_at <= 25
     assert read_history(cfg.paths.train_live)["epoch"].tolist() == list(range(1, 26))
 
-    model, model_cfg, spec = load_exported_model(cfg.paths.model)
-    seed_everything(cfg.seed)
-    untrained = build_model(model_cfg, spec).eval()
-    windows = pq.read_table(f"{cfg.paths.prepared}/examples.parquet").to_pandas()
-    x = {"x": torch.from_numpy(np.stack(windows.loc[windows["split"] == "train", "x"]))}
-    with torch.no_grad():
-        assert model.loss(x, model(x))["recon"] < 0.9 * untrained.loss(x, untrained(x))["recon"]
+    assert exported_vs_untrained_loss(cfg) < 0.9
 
 
 def test_ctrl_c_exits_130_with_one_message_and_publishes_nothing(prepared, tmp_path):
