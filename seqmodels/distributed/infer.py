@@ -85,16 +85,24 @@ def _part_filenames():
 def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:
     """Stream `input_path` through the model into Parquet parts under `output_dir`."""
     import ray.data
+    from ray.data import ExecutionResources
 
     from seqmodels.distributed.runtime import init_ray
 
     init_ray(cfg.ray)
     context = ray.data.DataContext.get_current()
-    block_bytes, context.target_max_block_size = context.target_max_block_size, INFER_BLOCK_BYTES
+    options = context.execution_options
+    saved = context.target_max_block_size, options.resource_limits
+    context.target_max_block_size = INFER_BLOCK_BYTES
+    # ray.data_cpu_limit keeps training ingest from starving train workers; inference has
+    # Ray to itself, and capping it at 1 CPU serialised reading, the model and writing
+    # (0.60 -> 0.71 of a plain loop's rows/s on 2 cores). The memory cap stays.
+    options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=options.resource_limits.object_store_memory)
     try:
         _predict(cfg, model_dir, input_path, output_dir)
     finally:
-        context.target_max_block_size = block_bytes  # training ingest keeps Ray's default
+        context.target_max_block_size, options.resource_limits = saved
 
 
 def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:

@@ -63,8 +63,10 @@ def configure_data_context(cfg: RayConfig) -> None:
     context.execution_options.preserve_order = True  # deterministic output order
     context.enable_progress_bars = sys.stderr.isatty()
     memory = cfg.data_memory_limit_mb * 2**20 if cfg.data_memory_limit_mb is not None else None
-    context.execution_options.resource_limits = ExecutionResources(cpu=cfg.data_cpu_limit,
-                                                                   object_store_memory=memory)
+    # for_limits: an omitted resource is unlimited (the plain constructor would make it 0,
+    # e.g. no GPU at all for a GPU predictor).
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        cpu=cfg.data_cpu_limit, object_store_memory=memory)
 
 
 def train_logging_config(cfg: RayConfig):
