@@ -96,7 +96,7 @@ def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_di
     context.target_max_block_size = INFER_BLOCK_BYTES
     # ray.data_cpu_limit keeps training ingest from starving train workers; inference has
     # Ray to itself, and capping it at 1 CPU serialised reading, the model and writing
-    # (0.60 -> 0.71 of a plain loop's rows/s on 2 cores). The memory cap stays.
+    # (0.60 -> 0.67-0.75 of a plain loop's rows/s on 2 cores). The memory cap stays.
     options.resource_limits = ExecutionResources.for_limits(
         object_store_memory=options.resource_limits.object_store_memory)
     try:
