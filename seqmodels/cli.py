@@ -41,11 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _guarded(name: str, action: Callable[[], None]) -> int:
+    """Run a command; a user error becomes one message and exit 2, Ctrl-C exit 130."""
     try:
         action()
     except SeqmodelsError as error:
         print(f"seqmodels {name}: error: {error.message}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print(f"seqmodels {name}: interrupted; published outputs are unchanged", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -82,20 +86,12 @@ def run_stage(name: str, params: str = "params.yaml", overrides: Sequence[str] =
     from seqmodels.stages import STAGES
 
     try:
-        cfg = load_config(params, list(overrides))
-        STAGES[name](cfg)
-    except SeqmodelsError as error:
-        print(f"seqmodels {name}: error: {error.message}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(f"seqmodels {name}: interrupted; published outputs are unchanged", file=sys.stderr)
-        return 130
+        return _guarded(name, lambda: STAGES[name](load_config(params, list(overrides))))
     finally:
         if "ray" in sys.modules:
             from seqmodels.distributed.runtime import shutdown_ray
 
             shutdown_ray()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
