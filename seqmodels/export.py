@@ -3,8 +3,9 @@
 ONNX rather than TorchScript: TorchScript is deprecated as of torch 2.13, while ONNX is
 served by onnxruntime, Triton and most inference stacks. The graph maps `x` (batch,
 input_dim) to `latent` (batch, latent_dim): the latent code inference writes (the mean for
-a variational model), with a dynamic batch dimension. The exported file is checked against
-the eager model on real inputs before it is published.
+a variational model), with a dynamic batch dimension. Before it is published, the exported
+file is checked against the eager model on standard-normal inputs (the scale of the
+standardised data) at two batch sizes.
 """
 
 from __future__ import annotations
@@ -37,11 +38,7 @@ class LatentEncoder(nn.Module):
         return self.model.encode(x).code
 
 
-def example_inputs(model: FusedAutoencoder, rows: int = 8, seed: int = 0) -> Tensor:
-    return torch.randn(rows, model.spec.input_dim, generator=torch.Generator().manual_seed(seed))
-
-
-def export_onnx(model_dir: str | Path, target: str | Path, check_inputs: Tensor | None = None) -> Path:
+def export_onnx(model_dir: str | Path, target: str | Path) -> Path:
     """Write `target`/encoder.onnx (+ encoder.json) for the model exported in `model_dir`."""
     try:
         import onnxruntime
@@ -56,7 +53,7 @@ def export_onnx(model_dir: str | Path, target: str | Path, check_inputs: Tensor 
             where=str(model_dir),
             fix="serve token models with seqmodels.checkpoints.load_exported_model in PyTorch")
     encoder = LatentEncoder(model).eval()
-    inputs = example_inputs(model) if check_inputs is None else check_inputs
+    inputs = torch.randn(8, spec.input_dim, generator=torch.Generator().manual_seed(0))
     target = Path(target)
     with publishing(target) as staging:
         path = staging / ONNX_FILE
@@ -66,11 +63,12 @@ def export_onnx(model_dir: str | Path, target: str | Path, check_inputs: Tensor 
                               output_names=["latent"], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                               verbose=False)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        difference = 0.0
         for batch in (inputs, inputs[:1]):
             got = session.run(None, {"x": batch.numpy()})[0]
             with torch.no_grad():
                 expected = encoder(batch).numpy()
-            difference = float(np.abs(got - expected).max())
+            difference = max(difference, float(np.abs(got - expected).max()))
             if difference > TOLERANCE:
                 raise SeqmodelsError(f"the ONNX encoder differs from the PyTorch model by {difference:g}",
                                      where=str(model_dir), fix="report this with the model card")
