@@ -107,6 +107,10 @@ class TrainConfig(_Section):
         "instead of re-reading Parquet every epoch: one read instead of one per epoch."
     )
     max_failures: int = Field(0, ge=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How Ray places the workers' resource bundles: PACK fills a node first, "
+        "SPREAD puts workers on different nodes where it can (Ray's ScalingConfig option)."
+    )
 
     @model_validator(mode="after")
     def _batch_splits_over_workers(self) -> TrainConfig:

@@ -110,10 +110,12 @@ def train(cfg: Config) -> None:
         "first_train_loss": float(history["train_loss"].iloc[0]),
         "mean_samples_per_s": float(history["samples_per_s"].mean()),
         "workers": cfg.train.workers,
+        "nodes_used": len(set(outcome.worker_nodes)),
         "resumed_at_epochs": [epoch + 1 for epoch in outcome.resumed_at],
     })
     print(f"trained {cfg.model.kind} for {len(history)} epochs; best epoch {int(best['epoch']) + 1} "
           f"val_loss={best.get('val_loss', float('nan')):.5f}; exported to {model_dir}")
+    print("worker nodes by rank: " + ", ".join(node[:12] for node in outcome.worker_nodes))
 
 
 def _validate_output_parts(directory: Path, schema) -> int:

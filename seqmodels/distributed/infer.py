@@ -10,6 +10,7 @@ row order (evaluate joins on ids).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,14 @@ def vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 class Predictor:
     """Callable class for map_batches: one model per actor, Arrow in, Arrow out."""
 
-    def __init__(self, model_dir: str, use_gpu: bool, write_reconstructions: bool):
+    def __init__(self, model_files: dict[str, bytes], use_gpu: bool, write_reconstructions: bool):
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        model, _, _ = load_exported_model(model_dir)
+        # The files travel with the actor (through the object store) rather than as a path:
+        # on a cluster the actor's node does not have the driver's models/ folder.
+        with tempfile.TemporaryDirectory() as directory:
+            for name, content in model_files.items():
+                (Path(directory) / name).write_bytes(content)
+            model, _, _ = load_exported_model(directory)
         self.model = model.to(self.device).eval()
         self.write_reconstructions = write_reconstructions
 
@@ -70,6 +76,11 @@ class Predictor:
         for name, values in self.model.extra_outputs(out).items():
             result = result.append_column(name, pa.array(values.cpu().numpy()))
         return result
+
+
+def model_files(model_dir: str | Path) -> dict[str, bytes]:
+    """The exported model folder's files by name (weights and model card: small)."""
+    return {path.name: path.read_bytes() for path in sorted(Path(model_dir).iterdir()) if path.is_file()}
 
 
 def _part_filenames():
@@ -109,10 +120,12 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
     import ray.data
     from ray.data import SaveMode
 
-    dataset = ray.data.read_parquet(str(input_path))
+    from seqmodels.distributed.runtime import ray_data_path
+
+    dataset = ray.data.read_parquet(ray_data_path(input_path))
     predictions = dataset.map_batches(
         Predictor,
-        fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
+        fn_constructor_kwargs={"model_files": model_files(model_dir),
                                "use_gpu": cfg.infer.use_gpu,
                                "write_reconstructions": cfg.infer.write_reconstructions},
         batch_size=cfg.infer.batch_size,
@@ -123,5 +136,5 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
     )
     # OVERWRITE: output_dir is a fresh staging folder, and Ray only accepts names without
     # the write UUID (ours are deterministic) in this mode.
-    predictions.write_parquet(str(output_dir), filename_provider=_part_filenames(),
+    predictions.write_parquet(ray_data_path(output_dir), filename_provider=_part_filenames(),
                               mode=SaveMode.OVERWRITE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 from seqmodels.config import RayConfig
 from seqmodels.errors import SeqmodelsError
@@ -67,6 +68,25 @@ def configure_data_context(cfg: RayConfig) -> None:
     # e.g. no GPU at all for a GPU predictor).
     context.execution_options.resource_limits = ExecutionResources.for_limits(
         cpu=cfg.data_cpu_limit, object_store_memory=memory)
+
+
+def ray_data_path(path: str | Path) -> str:
+    """A path as Ray Data should get it.
+
+    URIs (s3://, gs://, ...) pass through: every node reaches them. A plain local path is
+    only on this (the driver's) node, so on a multi-node cluster it becomes `local://`,
+    which pins the read or write tasks to this node; on one node nothing changes.
+    """
+    import ray
+
+    text = str(path)
+    if "://" in text:
+        return text
+    absolute = str(Path(text).resolve())
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    if len(alive) > 1 and not ray.util.client.ray.is_connected():
+        return f"local://{absolute}"
+    return absolute
 
 
 def train_logging_config(cfg: RayConfig):

@@ -30,6 +30,7 @@ from seqmodels.distributed.runtime import (
     available_cpus,
     available_gpus,
     init_ray,
+    ray_data_path,
     train_logging_config,
 )
 from seqmodels.errors import ConfigError, SeqmodelsError
@@ -51,6 +52,7 @@ class TrainOutcome:
     run_name: str
     run_path: str
     resumed_at: list[int] = field(default_factory=list)
+    worker_nodes: list[str] = field(default_factory=list)  # Ray node id of each rank
 
 
 def code_hash() -> str:
@@ -67,7 +69,8 @@ def run_name(cfg: Config, data_hash: str) -> str:
     """Same params + data + code -> same name, so a rerun resumes instead of restarting."""
     shaping = {"seed": cfg.seed, "code": code_hash(), "model": cfg.model.model_dump(mode="json"),
                "train": cfg.train.model_dump(mode="json", exclude={"storage", "max_failures",
-                                                                     "checkpoints_to_keep"}),
+                                                                     "checkpoints_to_keep",
+                                                                     "placement_strategy"}),
                "data": data_hash}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
     return f"{cfg.model.kind}-{digest[:12]}"
@@ -90,7 +93,7 @@ def read_split(examples_path: Path | str, split: str, columns: list[str], materi
     import ray.data
     from ray.data.expressions import col
 
-    dataset = ray.data.read_parquet(str(examples_path)).select_columns(["split", *columns])
+    dataset = ray.data.read_parquet(ray_data_path(examples_path)).select_columns(["split", *columns])
     dataset = dataset.filter(expr=col("split") == split).select_columns(columns)
     return dataset.materialize() if materialize else dataset
 
@@ -170,6 +173,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     def val_batches(epoch: int):
         return val_shard.iter_torch_batches(batch_size=per_worker, dtypes=dtypes, device=device)
 
+    worker_nodes = _gather_node_ids()
+
     def report(metrics: dict[str, float], state: FitState, improved: bool) -> None:
         metrics = {**metrics, SELECTION_METRIC: metrics.get("val_loss", metrics["train_loss"])}
         with tempfile.TemporaryDirectory() as directory:
@@ -177,13 +182,27 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 save_training_state(Path(directory), {
                     "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "fit": state.to_dict()})
+                    "scheduler": scheduler.state_dict(), "fit": state.to_dict(),
+                    "worker_nodes": worker_nodes})
                 checkpoint = Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
     fit(model, optimizer, scheduler, train_batches, val_batches, cfg.train, cfg.model, device=device,
         state=fit_state, reduce=_allreduce, on_epoch_end=report,
         log=log.warning if rank == 0 else None)
+
+
+def _gather_node_ids() -> list[str]:
+    """The Ray node of every rank, in rank order: shows where the placement put the workers."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [node]
+    nodes: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]
 
 
 def _check_resources(cfg: Config) -> None:
@@ -244,7 +263,8 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
         loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict()},
         scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": 1}),
+                                     resources_per_worker={"CPU": 1},
+                                     placement_strategy=cfg.train.placement_strategy),
         run_config=RunConfig(
             name=name, storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
@@ -275,6 +295,8 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     with best_checkpoint.as_directory() as directory:
         weights = load_training_state(directory)["model"]
     with result.checkpoint.as_directory() as directory:
-        final_state = FitState.from_dict(load_training_state(directory)["fit"])
+        final = load_training_state(directory)
+    final_state = FitState.from_dict(final["fit"])
     return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=final_state.history,
-                        run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at)
+                        run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at,
+                        worker_nodes=list(final.get("worker_nodes", [])))
