@@ -15,6 +15,7 @@ from seqmodels.config import load_config
 from seqmodels.errors import SeqmodelsError
 
 STAGE_NAMES = ("prepare", "validate", "train", "infer", "evaluate")
+SUBMIT_ACTIONS = ("status", "logs", "stop", "fetch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,20 +38,56 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("--columns", default=None, help="comma-separated columns to read")
     outputs.add_argument("--to", default=None, help="write the rows to this Parquet file")
     outputs.add_argument("--head", type=int, default=5, help="rows to print without --to")
+    submit = commands.add_parser(
+        "submit", help="run stages on a Ray cluster as a Ray job, or manage such a job",
+        description="Submit a stage (with what it depends on) or the whole pipeline (repro) as a Ray "
+                    "job, follow it and fetch its outputs into this checkout; or status/logs/stop/fetch "
+                    "a job submitted earlier. See cluster/README.md.")
+    submit.add_argument("action", choices=(*STAGE_NAMES, "repro", *SUBMIT_ACTIONS),
+                        help="a stage or repro to submit; status|logs|stop|fetch JOB_ID to manage a job")
+    submit.add_argument("job_id", nargs="?", help="the job, for status|logs|stop|fetch")
+    submit.add_argument("--address", default=None,
+                        help="the cluster's job API, e.g. http://127.0.0.1:8265 "
+                             "(default: RAY_API_SERVER_ADDRESS or an http RAY_ADDRESS)")
+    submit.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter for this job (written into params.yaml with the results)")
+    submit.add_argument("--results", default=None,
+                        help="storage both sides reach for the job's outputs "
+                             "(default: TRAIN_STORAGE/jobs/ID)")
+    submit.add_argument("--runtime-env", default="cluster/runtime_env.yaml",
+                        help="Ray runtime_env YAML to extend (default: %(default)s)")
+    submit.add_argument("--no-pip", dest="with_pip", action="store_false",
+                        help="do not pip-install the pinned dependencies (the cluster image has them)")
+    submit.add_argument("--no-wait", dest="wait", action="store_false",
+                        help="return once submitted; fetch the outputs later with `fetch JOB_ID`")
+    submit.add_argument("--follow", action="store_true", help="logs: keep streaming until the job ends")
     return parser
 
 
-def _guarded(name: str, action: Callable[[], None]) -> int:
+def _submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seqmodels.distributed import submit
+
+    if args.action in SUBMIT_ACTIONS:
+        return submit.manage(args.action, args.job_id, address=args.address, follow_logs=args.follow,
+                             results=args.results)
+    return submit.submit(args.action, args.overrides, address=args.address, params=args.params,
+                         results=args.results, runtime_env_file=Path(args.runtime_env),
+                         with_pip=args.with_pip, wait=args.wait)
+
+
+def _guarded(name: str, action: Callable[[], int | None]) -> int:
     """Run a command; a user error becomes one message and exit 2, Ctrl-C exit 130."""
     try:
-        action()
+        return action() or 0
     except SeqmodelsError as error:
         print(f"seqmodels {name}: error: {error.message}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"seqmodels {name}: interrupted; published outputs are unchanged", file=sys.stderr)
         return 130
-    return 0
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -100,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded("export", lambda: _export(args))
     if args.command == "outputs":
         return _guarded("outputs", lambda: _outputs(args))
+    if args.command == "submit":
+        return _guarded("submit", lambda: _submit(args))
     return run_stage(args.command, args.params, args.overrides)
 
 

@@ -54,5 +54,9 @@ class CheckpointError(SeqmodelsError):
     """A checkpoint or exported model is missing, corrupt or unsafe to load."""
 
 
+class ClusterError(SeqmodelsError):
+    """A Ray cluster cannot be reached or used, or a submitted job's results are unusable."""
+
+
 class TrainingDivergedError(SeqmodelsError):
     """The loss became NaN or infinite."""

@@ -25,14 +25,19 @@ MANIFEST = "_manifest.json"
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a small file via a temporary sibling and os.replace (atomic on POSIX)."""
+    """Write a small text file via a temporary sibling and os.replace (atomic on POSIX)."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | Path, content: bytes) -> None:
+    """Write a file via a temporary sibling and os.replace (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; published files are readable
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
