@@ -85,3 +85,33 @@ def exported_vs_untrained_loss(cfg: Config) -> float:
     x = {"x": torch.from_numpy(np.stack(windows.loc[windows["split"] == "train", "x"]))}
     with torch.no_grad():
         return float(model.loss(x, model(x))["recon"] / untrained.loss(x, untrained(x))["recon"])
+
+
+def copy_project(target: Path, **param_updates: dict) -> Path:
+    """The project's files as a user's clone would have them (tracked + not ignored), as a
+    fresh git repo with no results: every stage must run. `param_updates` patch params.yaml
+    sections, e.g. train={"epochs": 3}."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    # A clone with dvc.lock would legitimately skip stages whose outputs match the lock.
+    (target / "dvc.lock").unlink(missing_ok=True)
+    for result in ("metrics", "reports", "plots"):
+        shutil.rmtree(target / result, ignore_errors=True)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    for section, values in param_updates.items():
+        params[section].update(values)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=target, check=True, capture_output=True)
+    return target

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from seqmodels.versions import read_outputs
-from tests.conftest import REPO
+from tests.conftest import copy_project
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -30,27 +29,7 @@ def sh(*args, cwd, check=True):
 
 @pytest.fixture
 def repo_copy(tmp_path):
-    """The project's files as a user's clone would have them (tracked + not ignored)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout
-    target = tmp_path / "repo"
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    # Start from no results at all, so every stage must run (a clone with dvc.lock
-    # would legitimately skip stages whose deterministic outputs match the lock).
-    (target / "dvc.lock").unlink(missing_ok=True)
-    for result in ("metrics", "reports", "plots"):
-        shutil.rmtree(target / result, ignore_errors=True)
-    params = yaml.safe_load((target / "params.yaml").read_text())
-    params["train"].update(epochs=3)
-    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "init", "-q", cwd=target)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=target)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy", cwd=target)
-    return target
+    return copy_project(tmp_path / "repo", train={"epochs": 3})
 
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
