@@ -77,16 +77,20 @@ def ray_data_path(path: str | Path) -> str:
     only on this (the driver's) node, so on a multi-node cluster it becomes `local://`,
     which pins the read or write tasks to this node; on one node nothing changes.
     """
-    import ray
-
     text = str(path)
     if "://" in text:
         return text
     absolute = str(Path(text).resolve())
+    return f"local://{absolute}" if multi_node() else absolute
+
+
+def multi_node() -> bool:
+    """Whether this driver's Ray has more than one live node (Ray Client excluded: there
+    the driver's files are on the client, where no task can run)."""
+    import ray
+
     alive = [node for node in ray.nodes() if node.get("Alive")]
-    if len(alive) > 1 and not ray.util.client.ray.is_connected():
-        return f"local://{absolute}"
-    return absolute
+    return len(alive) > 1 and not ray.util.client.ray.is_connected()
 
 
 def train_logging_config(cfg: RayConfig):
