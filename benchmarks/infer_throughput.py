@@ -12,7 +12,12 @@ the processes mapping them) summed over this process and all its descendants, sa
 every 0.2 s, for the Ray run on N and on 10 x N rows: streaming means the second must
 not need 10 x the memory.
 
+The Ray run pays a fixed cost (actor start-up with the model load, Ray Data's planning and
+file listing) that the plain loop does not; from the runs at two sizes the script also
+reports that fixed cost and the marginal rows/s, so a ratio can be read for any size.
+
     .venv/bin/python benchmarks/infer_throughput.py                  # 1M windows, ~10 min
+    .venv/bin/python benchmarks/infer_throughput.py --rows 1000000 --rows 4000000
     .venv/bin/python benchmarks/infer_throughput.py --rows 100000    # quicker look
 """
 
@@ -103,11 +108,13 @@ def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="windows for the throughput runs")
+    parser.add_argument("--rows", type=int, action="append", default=None,
+                        help="windows for a throughput comparison (repeatable; default 1,000,000)")
     parser.add_argument("--memory-rows", type=int, default=100_000,
                         help="N for the memory comparison (N vs 10 x N; 10 x N is --rows by default)")
     parser.add_argument("--batch-size", type=int, default=4096)
     args = parser.parse_args()
+    throughput_sizes = sorted(set(args.rows or [1_000_000]))
     torch.set_num_threads(1)  # one predictor actor holds one CPU
 
     cfg = config_from_mapping({"infer": {"batch_size": args.batch_size, "concurrency": 1},
@@ -120,16 +127,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         export_model(root / "model", model.state_dict(), model_cfg, spec)
-        sizes = sorted({args.memory_rows, 10 * args.memory_rows, args.rows})
+        sizes = sorted({args.memory_rows, 10 * args.memory_rows, *throughput_sizes})
         for rows in sizes:
             write_windows(root / f"in-{rows}.parquet", rows)
 
         from seqmodels.distributed.runtime import init_ray
 
         init_ray(cfg.ray)  # both runs share the machine with the same idle Ray daemons
-        started = time.perf_counter()
-        run_plain(root / "model", root / f"in-{args.rows}.parquet", root / "plain.parquet", args.batch_size)
-        plain_s = time.perf_counter() - started
+        plain = {}
+        for rows in throughput_sizes:
+            started = time.perf_counter()
+            run_plain(root / "model", root / f"in-{rows}.parquet", root / "plain.parquet", args.batch_size)
+            seconds = time.perf_counter() - started
+            plain[rows] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds)}
+            print("plain", rows, plain[rows], flush=True)
         runs = {}
         for rows in sizes:
             with PeakMemory() as memory:
@@ -141,10 +152,15 @@ def main() -> None:
             runs[rows] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
                           "peak_pss_mib": round(memory.peak / 2**20)}
             print(rows, runs[rows], flush=True)
+    small, large = min(runs), max(runs)
+    marginal = (large - small) / (runs[large]["seconds"] - runs[small]["seconds"])
     result |= {
-        "plain": {"rows": args.rows, "seconds": round(plain_s, 1), "rows_per_s": round(args.rows / plain_s)},
+        "plain": {str(rows): run for rows, run in plain.items()},
         "ray": {str(rows): run for rows, run in runs.items()},
-        "ray_vs_plain_throughput": round(runs[args.rows]["rows_per_s"] / (args.rows / plain_s), 3),
+        "ray_vs_plain_throughput": {str(rows): round(runs[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
+                                    for rows in throughput_sizes},
+        "ray_marginal_rows_per_s": round(marginal),
+        "ray_fixed_seconds": round(runs[small]["seconds"] - small / marginal, 1),
         "peak_memory_10x_vs_1x": round(runs[10 * args.memory_rows]["peak_pss_mib"]
                                        / runs[args.memory_rows]["peak_pss_mib"], 3),
     }
