@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from seqmodels.config import Config, config_from_mapping
 
@@ -85,3 +88,30 @@ def exported_vs_untrained_loss(cfg: Config) -> float:
     x = {"x": torch.from_numpy(np.stack(windows.loc[windows["split"] == "train", "x"]))}
     with torch.no_grad():
         return float(model.loss(x, model(x))["recon"] / untrained.loss(x, untrained(x))["recon"])
+
+
+def write_params(cfg: Config, path: Path) -> Path:
+    """`cfg` as a params.yaml a stage entry point can read with --params."""
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def run_pipeline(stage: str, *args: str, cwd: Path = REPO, timeout: float = 300,
+                 **kwargs) -> subprocess.CompletedProcess:
+    """Run the DVC entry point pipelines/<stage>.py in a fresh interpreter, as DVC does."""
+    return subprocess.run([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `seqmodels ARGS...` in this process; returns (exit code, stderr). Faster than a
+    subprocess for errors raised before Ray starts, and the same code path after argv."""
+    from seqmodels.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        return code, capsys.readouterr().err
+
+    return run
