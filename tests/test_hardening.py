@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqmodels import stages
 from seqmodels.checkpoints import export_model
@@ -111,9 +112,55 @@ def test_token_ids_out_of_vocabulary_fail_validate_with_the_full_report(project,
     assert {key: value for key, value in published(project).items() if key in before} == before
 
 
+PARAM_CASES = {
+    # stage, --set overrides, what the user must see
+    "unknown_model_kind": ("prepare", ["model.kind=nope"], ["model.kind", "unknown model kind 'nope'"]),
+    "unknown_key": ("prepare", ["model.lattent_dim=4"], ["model.lattent_dim: unknown key (typo?)"]),
+    "wrong_type": ("prepare", ["train.epochs=many"], ["train.epochs: Input should be a valid integer",
+                                                      "'many'"]),
+    "latent_dim_zero": ("prepare", ["model.latent_dim=0"], ["model.latent_dim: Input should be greater "
+                                                            "than 0"]),
+    "latent_dim_negative": ("prepare", ["model.latent_dim=-3"], ["model.latent_dim", "(got -3)"]),
+    "batch_size_zero": ("train", ["train.batch_size=0"], ["train.batch_size: Input should be greater "
+                                                          "than 0"]),
+    "window_longer_than_series": ("prepare", ["data.window=41"],
+                                  ["24 series in", "shorter than data.window=41", "data.window <= 40"]),
+    "workers_above_cpus": ("train", ["train.workers=4", "train.batch_size=8"],
+                           ["train.workers=4 leaves no CPU for Ray Data (Ray has 4 CPUs)",
+                            "train.workers <= 3"]),
+    "empty_storage": ("train", ["train.storage=''"], ["train.storage is empty", "train.storage"]),
+    "unknown_storage_scheme": ("train", ["train.storage=nosuch://bucket/runs"],
+                               ["train.storage='nosuch://bucket/runs' cannot be used",
+                                "Unrecognized filesystem type"]),
+    "uncreatable_storage": ("train", ["train.storage=/proc/seqmodels-runs"],
+                            ["train.storage='/proc/seqmodels-runs' cannot be used"]),
+    "infer_pool_above_cpus": ("infer", ["infer.concurrency=9"],
+                              ["infer.concurrency=9 predictor actors need 9 CPUs; Ray has 4"]),
+}
+if not torch.cuda.is_available():
+    PARAM_CASES["train_gpu_without_gpu"] = ("train", ["train.use_gpu=true"],
+                                            ["train.use_gpu needs 2 GPU(s)", "no CUDA GPU is visible"])
+    PARAM_CASES["infer_gpu_without_gpu"] = ("infer", ["infer.use_gpu=true"],
+                                            ["infer.use_gpu need 1 GPU(s)", "infer.use_gpu: false"])
+
+
+@pytest.mark.parametrize("case", PARAM_CASES)
+def test_bad_params_stop_the_stage_before_ray_starts(case, project, cli, tmp_path):
+    import ray
+
+    stage, overrides, expected = PARAM_CASES[case]
+    before = published(project)
+    code, stderr = cli(stage, "--params", str(tmp_path / "params.yaml"),
+                       *[arg for item in overrides for arg in ("--set", item)])
+    assert_clean_failure(code, stderr, expected)
+    assert not ray.is_initialized()
+    assert published(project) == before
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
+        (["--set", "train.storage=nosuch://bucket/runs"], ["Unrecognized filesystem type"]),
         (["--set", "data.source={bad}/latin1.csv"], ["is not UTF-8"]),
         (["--set", "data.source={bad}/nan.csv"], ["column 'value', check not_nullable"]),
     ],

@@ -26,12 +26,7 @@ from seqmodels.checkpoints import load_training_state, save_training_state, unwr
 from seqmodels.config import Config
 from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
 from seqmodels.distributed.live import live_callback
-from seqmodels.distributed.runtime import (
-    available_cpus,
-    available_gpus,
-    init_ray,
-    train_logging_config,
-)
+from seqmodels.distributed.runtime import init_ray, local_resources, train_logging_config
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.outputs import hash_path
@@ -75,6 +70,26 @@ def run_name(cfg: Config, data_hash: str) -> str:
 
 def storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def check_storage(storage: str) -> str:
+    """The resolved `train.storage`, or a ConfigError before Ray starts: an empty value, an
+    unknown URI scheme or an uncreatable local folder would otherwise fail inside Ray Train."""
+    import pyarrow.fs
+
+    where = "params.yaml: train.storage"
+    fix = "set train.storage to a writable local folder (default: runs) or a URI such as s3://bucket/runs"
+    if not storage.strip():
+        raise ConfigError("train.storage is empty: checkpoints need a location", where=where, fix=fix)
+    resolved = storage_path(storage)
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(resolved)
+        if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+            filesystem.create_dir(root, recursive=True)
+    except Exception as error:  # pyarrow: ArrowInvalid (scheme), OSError (permissions), ...
+        raise ConfigError(f"train.storage={storage!r} cannot be used: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0]}", where=where, fix=fix) from None
+    return resolved
 
 
 def run_exists(storage: str, name: str) -> bool:
@@ -186,16 +201,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         log=log.warning if rank == 0 else None)
 
 
-def _check_resources(cfg: Config) -> None:
-    if cfg.ray.resolved_address:
-        return  # a cluster may autoscale; Ray reports what it cannot place
-    if cfg.train.use_gpu:
-        gpus = available_gpus()
-        if cfg.train.workers > gpus:
-            raise ConfigError(f"train.workers={cfg.train.workers} with use_gpu needs {cfg.train.workers} "
-                              f"GPUs; this Ray has {gpus:g}", where="params.yaml: train.workers",
-                              fix="lower train.workers or set train.use_gpu: false")
-    cpus = available_cpus()
+def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
+    """Refuse a worker count the local Ray cannot place (it would wait for resources
+    forever); on a cluster an autoscaler may add machines, so Ray itself decides there."""
+    if cfg.train.use_gpu and cfg.train.workers > gpus:
+        raise ConfigError(f"train.workers={cfg.train.workers} with train.use_gpu needs "
+                          f"{cfg.train.workers} GPU(s); this machine has {gpus:g} visible to torch",
+                          where="params.yaml: train.workers / train.use_gpu",
+                          fix=f"set train.use_gpu: false, or train.workers <= {max(int(gpus), 1)}"
+                          if gpus else "set train.use_gpu: false (no CUDA GPU is visible)")
     if cfg.train.workers >= cpus:
         raise ConfigError(
             f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
@@ -233,10 +247,12 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     spec = DataSpec.load(prepared)
     examples = prepared / EXAMPLES_FILE
     build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
+    storage = check_storage(cfg.train.storage)
+    resources = local_resources(cfg.ray)
+    if resources is not None:
+        check_resources(cfg, *resources)
     init_ray(cfg.ray)
-    _check_resources(cfg)
     name = run_name(cfg, hash_path(examples))
-    storage = storage_path(cfg.train.storage)
     resuming = run_exists(storage, name)
     if resuming:
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
