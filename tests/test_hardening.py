@@ -5,6 +5,8 @@ published outputs of earlier runs unchanged (issue 7). Bad files live in tests/d
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from seqmodels import stages
-from seqmodels.checkpoints import export_model
+from seqmodels.checkpoints import WEIGHTS_FILE, export_model
 from seqmodels.config import Config
 from seqmodels.data.prepare import DataSpec
 from seqmodels.models.registry import build_model
@@ -155,6 +157,46 @@ def test_bad_params_stop_the_stage_before_ray_starts(case, project, cli, tmp_pat
     assert_clean_failure(code, stderr, expected)
     assert not ray.is_initialized()
     assert published(project) == before
+
+
+class Payload:
+    """Pickles as a call to os.system: what a crafted checkpoint would smuggle in."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_as_the_exported_model_is_refused_and_runs_nothing(project, cli, tmp_path):
+    marker = tmp_path / "pwned"
+    weights = Path(project.paths.model) / WEIGHTS_FILE
+    torch.save({"weight": torch.zeros(2), "payload": Payload(marker)}, weights)
+    before = published(project)
+    code, stderr = cli("infer", "--params", str(tmp_path / "params.yaml"))
+    assert_clean_failure(code, stderr, [f"refused to load {weights}", "GLOBAL posix.system",
+                                        "do not load this file with weights_only=False"])
+    assert not marker.exists()
+    assert published(project) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "card"])
+def test_a_damaged_exported_model_names_the_file(damage, project, cli, tmp_path):
+    model = Path(project.paths.model)
+    if damage == "truncated":
+        data = (model / WEIGHTS_FILE).read_bytes()
+        (model / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+        expected = [f"cannot load checkpoint {model / WEIGHTS_FILE}", "corrupt (e.g. truncated)"]
+    elif damage == "garbage":
+        (model / WEIGHTS_FILE).write_bytes(pickle.dumps([1, 2, 3]) + b"\x00junk")
+        expected = [f"cannot load checkpoint {model / WEIGHTS_FILE}: not a weights-only checkpoint"]
+    else:
+        (model / "model.json").write_text('{"model": {"kind": "recurrent"')
+        expected = [f"model card {model / 'model.json'} is corrupt", "JSONDecodeError"]
+    code, stderr = cli("infer", "--params", str(tmp_path / "params.yaml"))
+    assert_clean_failure(code, stderr, expected)
+    assert not Path(project.paths.outputs).exists()
 
 
 @pytest.mark.parametrize(
