@@ -7,6 +7,7 @@ pickle therefore fails to load instead of running code, and the error names the 
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import warnings
@@ -68,8 +69,16 @@ def _unreadable(path: Path, reason: str) -> CheckpointError:
     )
 
 
+def save_weights(payload: dict[str, Any], path: Path) -> None:
+    """torch.save through memory: torch's own file writer turns a full disk into a RuntimeError
+    without errno ("unexpected pos"); a plain write raises the OSError that says what happened."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    Path(path).write_bytes(buffer.getbuffer())
+
+
 def save_training_state(directory: Path, state: dict[str, Any]) -> None:
-    torch.save(state, Path(directory) / STATE_FILE)
+    save_weights(state, Path(directory) / STATE_FILE)
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
@@ -80,7 +89,7 @@ def export_model(directory: Path, weights: dict[str, torch.Tensor], cfg: ModelCo
                  extra: dict[str, Any] | None = None) -> None:
     """Write the weights plus everything needed to rebuild the model (no Ray needed)."""
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, directory / WEIGHTS_FILE)
+    save_weights(weights, directory / WEIGHTS_FILE)
     write_json_atomic(directory / MODEL_CARD, {"model": cfg.model_dump(mode="json"),
                                                "data_spec": spec.to_dict(), **(extra or {})})
 

@@ -54,5 +54,10 @@ class CheckpointError(SeqmodelsError):
     """A checkpoint or exported model is missing, corrupt or unsafe to load."""
 
 
+class OutputError(SeqmodelsError):
+    """An output could not be written (disk full, permission denied, read-only filesystem);
+    the previously published version is left in place."""
+
+
 class TrainingDivergedError(SeqmodelsError):
     """The loss became NaN or infinite."""
