@@ -11,6 +11,7 @@ import io
 import json
 import pickle
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,36 @@ def save_training_state(directory: Path, state: dict[str, Any]) -> None:
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
     return safe_load(Path(directory) / STATE_FILE)
+
+
+def _load_candidate(candidate: Any) -> dict[str, Any]:
+    if hasattr(candidate, "as_directory"):  # a Ray Checkpoint, possibly in remote storage
+        with candidate.as_directory() as directory:
+            return load_training_state(directory)
+    return load_training_state(candidate)
+
+
+def load_first_good(candidates: Iterable[Any], warn: Callable[[str], None]) -> tuple[dict[str, Any], Any]:
+    """The training state of the first candidate that loads, and that candidate.
+
+    Candidates are checkpoint directories (paths, or Ray Checkpoints), best first. A crash
+    while a checkpoint was written, or a damaged disk, must cost the epochs since the
+    checkpoint before, not the run: each unreadable one is reported through `warn` (naming
+    the file) and skipped. If none loads, the CheckpointError names every file tried.
+    """
+    failures: list[CheckpointError] = []
+    for candidate in candidates:
+        try:
+            return _load_candidate(candidate), candidate
+        except CheckpointError as error:
+            failures.append(error)
+            warn(f"{error.what}; trying the checkpoint before it")
+    if not failures:
+        raise CheckpointError("no checkpoint to load", fix="rerun the train stage")
+    files = ", ".join(str(error.where) for error in failures)
+    raise CheckpointError(f"none of the {len(failures)} checkpoint(s) can be loaded: {files}",
+                          where=files, fix="delete the run folder in train.storage to train afresh, "
+                          "or restore the files from a backup")
 
 
 def export_model(directory: Path, weights: dict[str, torch.Tensor], cfg: ModelConfig, spec: DataSpec,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from seqmodels.checkpoints import load_training_state, save_training_state, unwrap
+from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
 from seqmodels.distributed.live import live_callback
@@ -100,6 +100,29 @@ def run_exists(storage: str, name: str) -> bool:
     return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
 
 
+def run_checkpoints(storage: str, name: str) -> list:
+    """The run's checkpoints on storage, newest first (Ray names them checkpoint_<timestamp>)."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+    selector = pyarrow.fs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
+    folders = [info.path for info in filesystem.get_file_info(selector)
+               if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
+    return [Checkpoint(path, filesystem=filesystem) for path in sorted(folders, reverse=True)]
+
+
+def restore_state(restored, storage: str, name: str, warn: Callable[[str], None]) -> dict[str, Any]:
+    """The state in Ray's latest checkpoint or, if that one is unreadable (truncated by a
+    crash, damaged on disk), in the newest earlier checkpoint of the run that loads."""
+    def candidates():
+        yield restored
+        yield from (c for c in run_checkpoints(storage, name) if c.path != restored.path)
+
+    state, _ = load_first_good(candidates(), warn)
+    return state
+
+
 def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool):
     """A Ray Dataset with the model-input `columns` of one split."""
     import ray.data
@@ -155,8 +178,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     restored = ray.train.get_checkpoint()
     state_dicts: dict[str, Any] = {}
     if restored:
-        with restored.as_directory() as directory:
-            state_dicts = load_training_state(directory)
+        state_dicts = restore_state(restored, loop_config["storage"], loop_config["run"],
+                                    log.warning if rank == 0 else lambda _: None)
         model.load_state_dict(state_dicts["model"])
     model = ray.train.torch.prepare_model(model)
     optimizer = make_optimizer(model, cfg.train)
@@ -258,7 +281,8 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
     trainer = TorchTrainer(
         loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
+                           "storage": storage, "run": name},
         scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": 1}),
         run_config=RunConfig(
@@ -287,10 +311,10 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
                              ) from None
     if not result.best_checkpoints:
         raise SeqmodelsError("training finished without a checkpoint", where=f"{storage}/{name}")
-    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
-    with best_checkpoint.as_directory() as directory:
-        weights = load_training_state(directory)["model"]
-    with result.checkpoint.as_directory() as directory:
-        final_state = FitState.from_dict(load_training_state(directory)["fit"])
+    ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
+    best_state, best_checkpoint = load_first_good([c for c, _ in ranked], log.warning)
+    best_metrics = next(metrics for c, metrics in ranked if c is best_checkpoint)
+    weights = best_state["model"]
+    final_state = FitState.from_dict(restore_state(result.checkpoint, storage, name, log.warning)["fit"])
     return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=final_state.history,
                         run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at)
