@@ -35,6 +35,15 @@ class SeriesTable(pa.DataFrameModel):
     class Config:
         coerce = True
 
+    @pa.parser("t")
+    def fractional_steps_fail_coercion(cls, t: pd.Series) -> pd.Series:
+        """Coercing to int64 would silently truncate a step of 1.5 to 1; as text it fails the
+        coercion instead and is reported (parsers run before coercion)."""
+        if t.dtype.kind not in "fO":
+            return t
+        return t.map(lambda v: str(v) if isinstance(v, float) and np.isfinite(v) and not v.is_integer()
+                     else v)
+
     @pa.dataframe_check(error="t must be strictly increasing (unique) within each series_id")
     def t_strictly_increasing(cls, df: pd.DataFrame) -> Series[bool]:
         # A `t` that is not a number is reported by the dtype check; here it passes.
