@@ -7,7 +7,11 @@ pickle therefore fails to load instead of running code, and the error names the 
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +41,86 @@ def safe_load(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint file {path} not found", where=str(path),
                               fix="rerun the train stage to produce it")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, unsupported global ...
-        raise CheckpointError(
-            f"cannot load checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
-            where=str(path),
-            fix="the file is corrupt or not a seqmodels checkpoint; delete it and retrain",
-        ) from None
+        with warnings.catch_warnings():  # a foreign pickle's protocol is no news beside the error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message suggests weights_only=False, which would run the file's code: never.
+        lines = str(error).splitlines()
+        blocked = next((line.split(" Please use")[0].strip() for line in lines if "GLOBAL" in line), None)
+        if blocked:
+            raise CheckpointError(
+                f"refused to load {path}: it holds pickled objects other than tensors and numbers, "
+                f"which could run code when loaded ({blocked})",
+                where=str(path),
+                fix="do not load this file with weights_only=False; delete it and retrain, or "
+                    "re-export the model with this version of seqmodels",
+            ) from None
+        detail = next((line.strip() for line in lines if line.startswith("Unsupported")), lines[0])
+        raise _unreadable(path, f"not a weights-only checkpoint ({detail})") from None
+    except Exception as error:  # truncated zip, not a torch file, ...
+        raise _unreadable(path, f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot load checkpoint {path}: {reason}",
+        where=str(path),
+        fix="the file is corrupt (e.g. truncated) or not a seqmodels checkpoint; delete it and retrain",
+    )
+
+
+def save_weights(payload: dict[str, Any], path: Path) -> None:
+    """torch.save through memory: torch's own file writer turns a full disk into a RuntimeError
+    without errno ("unexpected pos"); a plain write raises the OSError that says what happened."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    Path(path).write_bytes(buffer.getbuffer())
 
 
 def save_training_state(directory: Path, state: dict[str, Any]) -> None:
-    torch.save(state, Path(directory) / STATE_FILE)
+    save_weights(state, Path(directory) / STATE_FILE)
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:
     return safe_load(Path(directory) / STATE_FILE)
 
 
+def _load_candidate(candidate: Any) -> dict[str, Any]:
+    if hasattr(candidate, "as_directory"):  # a Ray Checkpoint, possibly in remote storage
+        with candidate.as_directory() as directory:
+            return load_training_state(directory)
+    return load_training_state(candidate)
+
+
+def load_first_good(candidates: Iterable[Any], warn: Callable[[str], None]) -> tuple[dict[str, Any], Any]:
+    """The training state of the first candidate that loads, and that candidate.
+
+    Candidates are checkpoint directories (paths, or Ray Checkpoints), best first. A crash
+    while a checkpoint was written, or a damaged disk, must cost the epochs since the
+    checkpoint before, not the run: each unreadable one is reported through `warn` (naming
+    the file) and skipped. If none loads, the CheckpointError names every file tried.
+    """
+    failures: list[CheckpointError] = []
+    for candidate in candidates:
+        try:
+            return _load_candidate(candidate), candidate
+        except CheckpointError as error:
+            failures.append(error)
+            warn(f"{error.what}; trying the checkpoint before it")
+    if not failures:
+        raise CheckpointError("no checkpoint to load", fix="rerun the train stage")
+    files = ", ".join(str(error.where) for error in failures)
+    raise CheckpointError(f"none of the {len(failures)} checkpoint(s) can be loaded: {files}",
+                          where=files, fix="delete the run folder in train.storage to train afresh, "
+                          "or restore the files from a backup")
+
+
 def export_model(directory: Path, weights: dict[str, torch.Tensor], cfg: ModelConfig, spec: DataSpec,
                  extra: dict[str, Any] | None = None) -> None:
     """Write the weights plus everything needed to rebuild the model (no Ray needed)."""
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, directory / WEIGHTS_FILE)
+    save_weights(weights, directory / WEIGHTS_FILE)
     write_json_atomic(directory / MODEL_CARD, {"model": cfg.model_dump(mode="json"),
                                                "data_spec": spec.to_dict(), **(extra or {})})
 
@@ -69,9 +131,14 @@ def load_exported_model(directory: str | Path) -> tuple[FusedAutoencoder, ModelC
     if not card_path.is_file():
         raise CheckpointError(f"{card_path} not found", where=str(directory),
                               fix="run the train stage first (dvc repro -s train)")
-    card = json.loads(card_path.read_text())
-    cfg = ModelConfig.model_validate(card["model"])
-    spec = DataSpec.from_dict(card["data_spec"])
+    try:
+        card = json.loads(card_path.read_text())
+        cfg = ModelConfig.model_validate(card["model"])
+        spec = DataSpec.from_dict(card["data_spec"])
+    except (ValueError, KeyError, TypeError) as error:  # bad JSON, missing or mistyped fields
+        raise CheckpointError(f"model card {card_path} is corrupt: {type(error).__name__}: "
+                              f"{str(error).splitlines()[0]}", where=str(card_path),
+                              fix="rerun the train stage to export the model again") from None
     model = build_model(cfg, spec)
     try:
         model.load_state_dict(safe_load(directory / WEIGHTS_FILE))

@@ -58,5 +58,10 @@ class ClusterError(SeqmodelsError):
     """A Ray cluster cannot be reached or used, or a submitted job's results are unusable."""
 
 
+class OutputError(SeqmodelsError):
+    """An output could not be written (disk full, permission denied, read-only filesystem);
+    the previously published version is left in place."""
+
+
 class TrainingDivergedError(SeqmodelsError):
     """The loss became NaN or infinite."""

@@ -8,6 +8,7 @@ either the old complete artifact or the new complete one, never a half-written m
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,9 +20,41 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from seqmodels.errors import OutputError
 
 MANIFEST = "_manifest.json"
+
+# OS errors that mean "this location cannot take the output": the user can act on them
+# (free space, fix permissions, choose another path), unlike a bug, which keeps its traceback.
+_NO_SPACE = "free space on the file system holding {dir} (or point paths.* elsewhere)"
+_NO_ACCESS = "make {dir} writable for this user (or point paths.* elsewhere)"
+WRITE_FAILURES = {errno.ENOSPC: ("disk full", _NO_SPACE),
+                  errno.EDQUOT: ("disk quota exceeded", _NO_SPACE),
+                  errno.EFBIG: ("file too large", "lift the file size limit (ulimit -f) or point paths.* "
+                                                  "at a file system that takes larger files"),
+                  errno.EACCES: ("permission denied", _NO_ACCESS),
+                  errno.EPERM: ("permission denied", _NO_ACCESS),
+                  errno.EROFS: ("read-only file system", _NO_ACCESS)}
+
+
+def output_error(error: OSError, target: str | Path) -> OutputError | None:
+    """The user-facing form of a failed write to `target`, or None for other OS errors."""
+    if error.errno not in WRITE_FAILURES:
+        return None
+    reason, fix = WRITE_FAILURES[error.errno]
+    location = Path(error.filename) if error.filename else Path(target)
+    return OutputError(f"cannot write {target}: {reason} ({error.strerror or error})", where=str(location),
+                       fix=fix.format(dir=location.parent) + " and rerun; the previously published "
+                       "version is unchanged")
+
+
+def _reraise_for(error: OSError, target: str | Path) -> NoReturn:
+    converted = output_error(error, target)
+    if converted is None:
+        raise error
+    raise converted from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -32,8 +65,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_bytes_atomic(path: str | Path, content: bytes) -> None:
     """Write a file via a temporary sibling and os.replace (atomic on POSIX)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        _reraise_for(error, path)
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; published files are readable
         with os.fdopen(fd, "wb") as handle:
@@ -41,9 +77,11 @@ def write_bytes_atomic(path: str | Path, content: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            _reraise_for(error, path)
         raise
 
 
@@ -55,18 +93,24 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
 def publishing(target: str | Path) -> Iterator[Path]:
     """Yield a fresh staging directory; on clean exit it replaces `target` in one swap.
 
-    On an exception the staging directory is removed and `target` is untouched.
+    On an exception the staging directory is removed and `target` is untouched; a write
+    that fails for lack of space or permission becomes an OutputError naming the path.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        _reraise_for(error, target)
     try:
         yield staging
-    except BaseException:
+        swap_into_place(staging, target)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            _reraise_for(error, target)
         raise
-    swap_into_place(staging, target)
 
 
 def swap_into_place(staging: Path, target: Path) -> None:

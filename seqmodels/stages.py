@@ -35,12 +35,26 @@ from seqmodels.outputs import (
 )
 
 OUTPUT_VALIDATION_ROWS = 65_536
+PREPARE_REPORT = "prepare-failures.json"
+
+
+def prepare_report_path(cfg: Config) -> Path:
+    """Where prepare writes the full Pandera report of input that fails validation: beside
+    the validate stage's report, which stays that stage's own output."""
+    return Path(cfg.paths.validation_report).with_name(PREPARE_REPORT)
 
 
 def prepare(cfg: Config) -> None:
     target = Path(cfg.paths.prepared)
     clean_stale_staging(target)
-    prepared = build_examples(cfg)
+    report = prepare_report_path(cfg)
+    try:
+        prepared = build_examples(cfg)
+    except DataValidationError as error:
+        schemas.write_report(report, [error.report])
+        raise DataValidationError(error.what, where=f"{error.where} (full report: {report})",
+                                  fix=error.fix) from None
+    report.unlink(missing_ok=True)  # a report of an earlier failure no longer applies
     spec = prepared.spec
     with publishing(target) as staging:
         pq.write_table(examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from seqmodels.config import Config, config_from_mapping
 
@@ -91,11 +95,6 @@ def copy_project(target: Path, **param_updates: dict) -> Path:
     """The project's files as a user's clone would have them (tracked + not ignored), as a
     fresh git repo with no results: every stage must run. `param_updates` patch params.yaml
     sections, e.g. train={"epochs": 3}."""
-    import shutil
-    import subprocess
-
-    import yaml
-
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                             cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in filter(None, listed.split("\0")):
@@ -115,3 +114,30 @@ def copy_project(target: Path, **param_updates: dict) -> Path:
     for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "copy"]):
         subprocess.run(command, cwd=target, check=True, capture_output=True)
     return target
+
+
+def write_params(cfg: Config, path: Path) -> Path:
+    """`cfg` as a params.yaml a stage entry point can read with --params."""
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def run_pipeline(stage: str, *args: str, cwd: Path = REPO, timeout: float = 300,
+                 **kwargs) -> subprocess.CompletedProcess:
+    """Run the DVC entry point pipelines/<stage>.py in a fresh interpreter, as DVC does."""
+    return subprocess.run([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `seqmodels ARGS...` in this process; returns (exit code, stderr). Faster than a
+    subprocess for errors raised before Ray starts, and the same code path after argv."""
+    from seqmodels.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        return code, capsys.readouterr().err
+
+    return run

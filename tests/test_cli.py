@@ -1,16 +1,8 @@
 """Stage entry points fail with one readable message, exit 2, and no stack trace."""
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
-
-
-def run_stage(stage, *args, cwd=REPO):
-    return subprocess.run([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+from tests.conftest import run_pipeline as run_stage
 
 
 @pytest.mark.parametrize(

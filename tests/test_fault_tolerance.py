@@ -14,14 +14,13 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from seqmodels import stages
 from seqmodels.config import Config
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.distributed.train import train_distributed
-from tests.conftest import REPO, exported_vs_untrained_loss
+from tests.conftest import REPO, exported_vs_untrained_loss, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -109,8 +108,7 @@ def _process_tree(pid: int) -> list[psutil.Process]:
 
 def test_a_killed_train_stage_resumes_where_it_stopped(prepared, tmp_path):
     cfg = _with_train(prepared, workers=2, epochs=25, batch_size=8)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(cfg.to_dict()))
+    params = write_params(cfg, tmp_path / "params.yaml")
     command = [sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(params)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     live_loss = Path(cfg.paths.train_live) / "plots" / "metrics" / "train_loss.tsv"
@@ -146,8 +144,7 @@ def test_a_killed_train_stage_resumes_where_it_stopped(prepared, tmp_path):
 def test_ctrl_c_exits_130_with_one_message_and_publishes_nothing(prepared, tmp_path):
     """SIGINT (Ctrl-C) on the stage exits 130 with a one-line message, nothing published."""
     cfg = _with_train(prepared, workers=2, epochs=200, batch_size=8)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(cfg.to_dict()))
+    params = write_params(cfg, tmp_path / "params.yaml")
     command = [sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(params)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -170,8 +167,7 @@ def test_a_killed_infer_stage_leaves_the_published_outputs_intact(prepared, tmp_
     before = {part.name: part.read_bytes() for part in published.iterdir()}
     reference = pq.read_table(published).sort_by("window_id")
 
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(prepared.to_dict()))
+    params = write_params(prepared, tmp_path / "params.yaml")
     command = [sys.executable, str(REPO / "pipelines" / "infer.py"), "--params", str(params)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)

@@ -118,7 +118,22 @@ class StandardScaler:
         return {"features": list(self.features), "mean": list(self.mean), "std": list(self.std)}
 
 
-def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int) -> pd.Series:
+def check_label_classes(labels: pd.Series, source: str, unit: str) -> None:
+    """A label column must hold two classes: with one, evaluation has nothing to compare
+    (AUROC needs normal and anomalous examples, accuracy needs two classes). Data without
+    labels is fine: it simply has no label column."""
+    classes = sorted(pd.unique(labels.dropna()).tolist())
+    if len(classes) == 1:
+        raise DataError(
+            f"the label column has a single class ({classes[0]}) in all {len(labels)} {unit}",
+            where=f"{source}: column 'label'",
+            fix="evaluation needs both normal (0) and anomalous (1) examples (or two classes for "
+                "images): add examples of the other class, or drop the label column for unlabelled data",
+        )
+
+
+def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int,
+                  source: str = "the data") -> pd.Series:
     """Map series_id -> split. `series_labels` holds each series' label (or NaN if none)."""
     rng = np.random.default_rng(seed)
     anomalous = series_labels.index[series_labels.fillna(0) > 0]
@@ -135,7 +150,8 @@ def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int
     empty = [s for s in SPLITS if required[s] and counts.get(s, 0) == 0]
     if empty:
         raise DataError(
-            f"split(s) {empty} got no series ({len(normal)} normal, {len(anomalous)} anomalous series)",
+            f"split(s) {empty} got no series ({len(normal)} normal, {len(anomalous)} anomalous series "
+            f"in {source})",
             where="params.yaml: data.split",
             fix="provide more series or change data.split.val / data.split.test",
         )
@@ -150,14 +166,14 @@ def series_level_labels(table: pd.DataFrame) -> pd.Series:
 
 
 def cut_windows(table: pd.DataFrame, scaled: np.ndarray, splits: pd.Series, window: int,
-                stride: int) -> pd.DataFrame:
+                stride: int, source: str = "the data") -> pd.DataFrame:
     """Sliding windows per series over the scaled values, flattened time-major."""
     lengths = table.groupby("series_id", sort=False).size()
     too_short = lengths[lengths < window]
     if len(too_short):
         examples = ", ".join(f"{sid} ({n} steps)" for sid, n in too_short.head(5).items())
         raise DataError(
-            f"{len(too_short)} series shorter than data.window={window}: {examples}",
+            f"{len(too_short)} series in {source} shorter than data.window={window}: {examples}",
             where="params.yaml: data.window",
             fix=f"set data.window <= {int(lengths.min())} (the shortest series) or drop those series",
         )
@@ -202,10 +218,13 @@ def prepare_windows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
                     seed: int) -> tuple[pd.DataFrame, StandardScaler, DataSpec]:
     """Validated canonical table -> (windows, scaler fitted on train, spec)."""
     table = sort_canonical(table)
-    splits = assign_splits(series_level_labels(table), cfg.split, seed)
+    labels = series_level_labels(table)
+    if "label" in table.columns:
+        check_label_classes(labels, cfg.source, "series")
+    splits = assign_splits(labels, cfg.split, seed, cfg.source)
     train_rows = table["series_id"].map(splits).eq("train").to_numpy()
     scaler = StandardScaler.fit(table.loc[train_rows], features)
-    windows = cut_windows(table, scaler.transform(table), splits, cfg.window, cfg.stride)
+    windows = cut_windows(table, scaler.transform(table), splits, cfg.window, cfg.stride, cfg.source)
     spec = DataSpec(kind="series", input_shape=(cfg.window, len(features)), features=tuple(features),
                     has_labels="label" in table.columns)
     return windows, scaler, spec
@@ -228,6 +247,8 @@ def prepare_images(images: np.ndarray, labels: np.ndarray | None, n_classes: int
     if images.ndim != 4:
         raise DataError(f"images must have shape (N, C, H, W); got {images.shape}", where=cfg.source)
     n = images.shape[0]
+    if labels is not None:
+        check_label_classes(pd.Series(labels), cfg.source, "images")
     frame = pd.DataFrame({"image_id": np.arange(n, dtype=np.int64),
                           "split": split_examples(n, cfg.split, seed)})
     frame["x"] = list(images.reshape(n, -1).astype(np.float32))
@@ -245,7 +266,9 @@ def prepare_rows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
     row_ids = pd.Index(np.arange(len(table), dtype=np.int64), name="row_id")
     labels = (pd.Series(table["label"].to_numpy(), index=row_ids) if "label" in table.columns
               else pd.Series(np.nan, index=row_ids))
-    splits = assign_splits(labels, cfg.split, seed).reindex(row_ids)
+    if "label" in table.columns:
+        check_label_classes(labels, cfg.source, "rows")
+    splits = assign_splits(labels, cfg.split, seed, cfg.source).reindex(row_ids)
     scaler = StandardScaler.fit(table.loc[splits.to_numpy() == "train"], features)
     frame = pd.DataFrame({"row_id": row_ids.to_numpy(), "split": splits.to_numpy().astype(str)})
     frame["x"] = list(scaler.transform(table))

@@ -22,6 +22,7 @@ from seqmodels.config import SPLITS
 from seqmodels.errors import DataValidationError
 
 MAX_EXAMPLES = 5
+MAX_REPORT_ROWS = 10_000  # failure cases kept in the report on disk
 
 
 class SeriesTable(pa.DataFrameModel):
@@ -34,9 +35,20 @@ class SeriesTable(pa.DataFrameModel):
     class Config:
         coerce = True
 
+    @pa.parser("t")
+    def fractional_steps_fail_coercion(cls, t: pd.Series) -> pd.Series:
+        """Coercing to int64 would silently truncate a step of 1.5 to 1; as text it fails the
+        coercion instead and is reported (parsers run before coercion)."""
+        if t.dtype.kind not in "fO":
+            return t
+        return t.map(lambda v: str(v) if isinstance(v, float) and np.isfinite(v) and not v.is_integer()
+                     else v)
+
     @pa.dataframe_check(error="t must be strictly increasing (unique) within each series_id")
     def t_strictly_increasing(cls, df: pd.DataFrame) -> Series[bool]:
-        step = df.groupby("series_id", sort=False)["t"].diff()
+        # A `t` that is not a number is reported by the dtype check; here it passes.
+        t = pd.to_numeric(df["t"], errors="coerce")
+        step = t.groupby(df["series_id"], sort=False).diff()
         return step.isna() | (step > 0)
 
 
@@ -102,8 +114,24 @@ EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable, "tabular": Tabula
                   "tokens": TokenTable}
 
 
+# Larger feature values are unit or sentinel mistakes (fill values such as 9.99e37) rather
+# than measurements, and their squares in the scaler's variance would overflow float64 (1e300).
+MAX_ABS_VALUE = 1e12
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    """Values as float64; what is not a number becomes NaN (the dtype check reports it)."""
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _finite(series: pd.Series) -> pd.Series:
-    return pd.Series(np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan)), index=series.index)
+    values = _as_float(series)
+    return pd.Series(np.isfinite(values) | np.isnan(values), index=series.index)
+
+
+def _plausible(series: pd.Series) -> pd.Series:
+    values = _as_float(series)  # inf is the finite check's to report
+    return pd.Series(~(np.isfinite(values) & (np.abs(values) > MAX_ABS_VALUE)), index=series.index)
 
 
 def _vector_check(width: int) -> pa.Check:
@@ -118,7 +146,10 @@ def _vector_check(width: int) -> pa.Check:
 
 def _feature_columns(features: list[str]) -> dict[str, pa.Column]:
     finite = pa.Check(_finite, name="finite", error="must be finite (no inf)")
-    return {name: pa.Column(np.float64, checks=[finite], nullable=False, coerce=True) for name in features}
+    plausible = pa.Check(_plausible, name="plausible_magnitude",
+                         error=f"must be within +-{MAX_ABS_VALUE:g} (rescale the column, e.g. change units)")
+    return {name: pa.Column(np.float64, checks=[finite, plausible], nullable=False, coerce=True)
+            for name in features}
 
 
 def series_schema(features: list[str]) -> pa.DataFrameSchema:
@@ -188,11 +219,31 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
+def _row_check(failures: pd.DataFrame) -> pd.Series:
+    """Failures of checks over whole rows (e.g. `t` increasing within a series): Pandera lists
+    each failing row once per column, which reads as one problem per column."""
+    context = failures.get("schema_context", pd.Series("", index=failures.index)).astype(str)
+    return ((context == "DataFrameSchema") & failures["index"].notna()
+            & (failures["check"] != "column_in_dataframe"))
+
+
 def summarise_failures(failures: pd.DataFrame) -> list[dict[str, Any]]:
-    """One entry per (column, check): how many rows fail and the first few examples."""
+    """One entry per (column, check): how many rows fail and the first few examples. A check
+    over whole rows is one entry whose examples show the failing rows' values."""
     failures = failures.assign(column=failures["column"].astype(str), check=failures["check"].astype(str))
+    # A value that cannot be coerced also fails the dtype check: report it once.
+    coerced = set(failures.loc[failures["check"].str.startswith("coerce_dtype"), "column"])
+    failures = failures[~(failures["check"].str.startswith("dtype(") & failures["column"].isin(coerced))]
     problems = []
-    for (column, check), group in failures.groupby(["column", "check"], sort=False):
+    whole_rows = _row_check(failures)
+    for check, group in failures[whole_rows].groupby("check", sort=False):
+        rows = group.groupby("index", sort=False)
+        examples = [{"row": _jsonable(index), "value": {str(c): _jsonable(v) for c, v in
+                                                        zip(row["column"], row["failure_case"], strict=True)}}
+                    for index, row in list(rows)[:MAX_EXAMPLES]]
+        problems.append({"column": None, "columns": list(dict.fromkeys(group["column"])), "check": check,
+                         "failing_rows": rows.ngroups, "examples": examples})
+    for (column, check), group in failures[~whole_rows].groupby(["column", "check"], sort=False):
         examples = [
             {"row": _jsonable(row["index"]), "value": _jsonable(row["failure_case"])}
             for _, row in group.head(MAX_EXAMPLES).iterrows()
@@ -202,21 +253,36 @@ def summarise_failures(failures: pd.DataFrame) -> list[dict[str, Any]]:
     return problems
 
 
+def failure_records(failures: pd.DataFrame, limit: int = MAX_REPORT_ROWS) -> list[dict[str, Any]]:
+    """The raw Pandera failure cases (up to `limit`) for the report on disk."""
+    columns = [c for c in ("column", "check", "index", "failure_case") if c in failures.columns]
+    return [{name: _jsonable(value) for name, value in row.items()}
+            for row in failures[columns].head(limit).to_dict("records")]
+
+
 def validate_table(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, table: str,
                    source: str) -> pd.DataFrame:
     """Validate lazily (all problems at once); raise one readable DataValidationError."""
     try:
         return schema.validate(frame, lazy=True)
     except (SchemaError, SchemaErrors) as error:
-        problems = summarise_failures(_failure_rows(error))
-        lines = [f"{table} table from {source} failed validation ({len(problems)} problem(s)):"]
+        failures = _failure_rows(error)
+        problems = summarise_failures(failures)
+        lines = [f"{table} table from {source} failed validation ({len(problems)} problem(s); "
+                 "rows counted from 0 after the header):"]
         for p in problems:
+            if p["column"] is None:  # a check over whole rows
+                shown = "; ".join(f"row {e['row']}: " + ", ".join(f"{c}={v!r}" for c, v in e["value"].items())
+                                  for e in p["examples"])
+                lines.append(f"  - check {p['check']}: {p['failing_rows']} failing row(s); e.g. {shown}")
+                continue
             shown = ", ".join(f"row {e['row']}: {e['value']!r}" for e in p["examples"])
             lines.append(f"  - column {p['column']!r}, check {p['check']}: "
                          f"{p['failing_rows']} failing; e.g. {shown}")
         exc = DataValidationError("\n".join(lines), where=source,
                                   fix="correct the data (or data.* params) and rerun")
-        exc.report = {"table": table, "source": source, "valid": False, "problems": problems}
+        exc.report = {"table": table, "source": source, "valid": False, "problems": problems,
+                      "failure_cases": failure_records(failures), "failure_cases_total": len(failures)}
         raise exc from None
 
 

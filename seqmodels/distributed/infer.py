@@ -18,6 +18,7 @@ import torch
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
+from seqmodels.errors import ConfigError
 
 VECTOR_COLUMNS = ("x",)
 # Ray Data's map actor buffers its output batches until a block reaches the context's
@@ -121,13 +122,31 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
     return OrderedParquetSink()
 
 
+def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
+    """Refuse a predictor pool the local Ray cannot place: Ray Data would wait for it forever."""
+    pool = cfg.infer.concurrency
+    if cfg.infer.use_gpu and pool > gpus:
+        raise ConfigError(f"infer.concurrency={pool} predictor(s) with infer.use_gpu need {pool} GPU(s); "
+                          f"this machine has {gpus:g} visible to torch",
+                          where="params.yaml: infer.use_gpu / infer.concurrency",
+                          fix="set infer.use_gpu: false" if not gpus
+                          else f"set infer.concurrency <= {int(gpus)}")
+    if pool > cpus:
+        raise ConfigError(f"infer.concurrency={pool} predictor actors need {pool} CPUs; Ray has {cpus:g}",
+                          where="params.yaml: infer.concurrency / ray.num_cpus",
+                          fix=f"set infer.concurrency <= {int(cpus)} or raise ray.num_cpus")
+
+
 def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:
     """Stream `input_path` through the model into Parquet parts under `output_dir`."""
     import ray.data
     from ray.data import ExecutionResources
 
-    from seqmodels.distributed.runtime import init_ray
+    from seqmodels.distributed.runtime import init_ray, local_resources
 
+    resources = local_resources(cfg.ray)
+    if resources is not None:
+        check_resources(cfg, *resources)
     init_ray(cfg.ray)
     context = ray.data.DataContext.get_current()
     options = context.execution_options

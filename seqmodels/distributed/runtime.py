@@ -99,16 +99,15 @@ def train_logging_config(cfg: RayConfig):
     return ray.LoggingConfig(log_level=cfg.log_level)
 
 
-def available_cpus() -> float:
-    import ray
+def local_resources(cfg: RayConfig) -> tuple[float, float] | None:
+    """(CPUs, GPUs) a local Ray started from `cfg` has, known before it starts so that
+    impossible worker counts fail before Ray does; None when joining a cluster."""
+    if cfg.resolved_address:
+        return None
+    import torch
 
-    return float(ray.cluster_resources().get("CPU", 0.0))
-
-
-def available_gpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0.0))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return float(cfg.num_cpus or os.cpu_count() or 1), float(gpus)
 
 
 def shutdown_ray() -> None:

@@ -22,17 +22,11 @@ from typing import Any
 
 import torch
 
-from seqmodels.checkpoints import load_training_state, save_training_state, unwrap
+from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
 from seqmodels.distributed.live import live_callback
-from seqmodels.distributed.runtime import (
-    available_cpus,
-    available_gpus,
-    init_ray,
-    ray_data_path,
-    train_logging_config,
-)
+from seqmodels.distributed.runtime import init_ray, local_resources, ray_data_path, train_logging_config
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.outputs import hash_path
@@ -80,12 +74,55 @@ def storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
+def check_storage(storage: str) -> str:
+    """The resolved `train.storage`, or a ConfigError before Ray starts: an empty value, an
+    unknown URI scheme or an uncreatable local folder would otherwise fail inside Ray Train."""
+    import pyarrow.fs
+
+    where = "params.yaml: train.storage"
+    fix = "set train.storage to a writable local folder (default: runs) or a URI such as s3://bucket/runs"
+    if not storage.strip():
+        raise ConfigError("train.storage is empty: checkpoints need a location", where=where, fix=fix)
+    resolved = storage_path(storage)
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(resolved)
+        if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+            filesystem.create_dir(root, recursive=True)
+    except Exception as error:  # pyarrow: ArrowInvalid (scheme), OSError (permissions), ...
+        raise ConfigError(f"train.storage={storage!r} cannot be used: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0]}", where=where, fix=fix) from None
+    return resolved
+
+
 def run_exists(storage: str, name: str) -> bool:
     """Whether Ray Train already has a run of this name (so starting it again resumes it)."""
     import pyarrow.fs
 
     filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
     return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
+
+
+def run_checkpoints(storage: str, name: str) -> list:
+    """The run's checkpoints on storage, newest first (Ray names them checkpoint_<timestamp>)."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+    selector = pyarrow.fs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
+    folders = [info.path for info in filesystem.get_file_info(selector)
+               if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
+    return [Checkpoint(path, filesystem=filesystem) for path in sorted(folders, reverse=True)]
+
+
+def restore_state(restored, storage: str, name: str, warn: Callable[[str], None]) -> dict[str, Any]:
+    """The state in Ray's latest checkpoint or, if that one is unreadable (truncated by a
+    crash, damaged on disk), in the newest earlier checkpoint of the run that loads."""
+    def candidates():
+        yield restored
+        yield from (c for c in run_checkpoints(storage, name) if c.path != restored.path)
+
+    state, _ = load_first_good(candidates(), warn)
+    return state
 
 
 def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool):
@@ -143,8 +180,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     restored = ray.train.get_checkpoint()
     state_dicts: dict[str, Any] = {}
     if restored:
-        with restored.as_directory() as directory:
-            state_dicts = load_training_state(directory)
+        state_dicts = restore_state(restored, loop_config["storage"], loop_config["run"],
+                                    log.warning if rank == 0 else lambda _: None)
         model.load_state_dict(state_dicts["model"])
     model = ray.train.torch.prepare_model(model)
     optimizer = make_optimizer(model, cfg.train)
@@ -205,16 +242,15 @@ def _gather_node_ids() -> list[str]:
     return [str(n) for n in nodes]
 
 
-def _check_resources(cfg: Config) -> None:
-    if cfg.ray.resolved_address:
-        return  # a cluster may autoscale; Ray reports what it cannot place
-    if cfg.train.use_gpu:
-        gpus = available_gpus()
-        if cfg.train.workers > gpus:
-            raise ConfigError(f"train.workers={cfg.train.workers} with use_gpu needs {cfg.train.workers} "
-                              f"GPUs; this Ray has {gpus:g}", where="params.yaml: train.workers",
-                              fix="lower train.workers or set train.use_gpu: false")
-    cpus = available_cpus()
+def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
+    """Refuse a worker count the local Ray cannot place (it would wait for resources
+    forever); on a cluster an autoscaler may add machines, so Ray itself decides there."""
+    if cfg.train.use_gpu and cfg.train.workers > gpus:
+        raise ConfigError(f"train.workers={cfg.train.workers} with train.use_gpu needs "
+                          f"{cfg.train.workers} GPU(s); this machine has {gpus:g} visible to torch",
+                          where="params.yaml: train.workers / train.use_gpu",
+                          fix=f"set train.use_gpu: false, or train.workers <= {max(int(gpus), 1)}"
+                          if gpus else "set train.use_gpu: false (no CUDA GPU is visible)")
     if cfg.train.workers >= cpus:
         raise ConfigError(
             f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
@@ -252,16 +288,19 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     spec = DataSpec.load(prepared)
     examples = prepared / EXAMPLES_FILE
     build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
+    storage = check_storage(cfg.train.storage)
+    resources = local_resources(cfg.ray)
+    if resources is not None:
+        check_resources(cfg, *resources)
     init_ray(cfg.ray)
-    _check_resources(cfg)
     name = run_name(cfg, hash_path(examples))
-    storage = storage_path(cfg.train.storage)
     resuming = run_exists(storage, name)
     if resuming:
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
     trainer = TorchTrainer(
         loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
+                           "storage": storage, "run": name},
         scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": 1},
                                      placement_strategy=cfg.train.placement_strategy),
@@ -291,11 +330,11 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
                              ) from None
     if not result.best_checkpoints:
         raise SeqmodelsError("training finished without a checkpoint", where=f"{storage}/{name}")
-    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
-    with best_checkpoint.as_directory() as directory:
-        weights = load_training_state(directory)["model"]
-    with result.checkpoint.as_directory() as directory:
-        final = load_training_state(directory)
+    ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
+    best_state, best_checkpoint = load_first_good([c for c, _ in ranked], log.warning)
+    best_metrics = next(metrics for c, metrics in ranked if c is best_checkpoint)
+    weights = best_state["model"]
+    final = restore_state(result.checkpoint, storage, name, log.warning)
     final_state = FitState.from_dict(final["fit"])
     return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=final_state.history,
                         run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at,
