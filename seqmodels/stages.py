@@ -21,6 +21,7 @@ from seqmodels.data.prepare import (
     EXAMPLES_FILE,
     SERIES_FILE,
     SPEC_FILE,
+    VOCAB_FILE,
     DataSpec,
     examples_to_arrow,
 )
@@ -32,6 +33,7 @@ from seqmodels.outputs import (
     hash_path,
     publishing,
     write_json_atomic,
+    write_text_atomic,
 )
 
 OUTPUT_VALIDATION_ROWS = 65_536
@@ -156,34 +158,50 @@ def infer(cfg: Config) -> None:
     print(f"wrote {rows} rows (latent_dim={model_cfg.latent_dim}) to {target}")
 
 
+def _vector_columns(dataset: pads.Dataset) -> set[str]:
+    import pyarrow as pa
+
+    return {f.name for f in dataset.schema if pa.types.is_fixed_size_list(f.type)}
+
+
 def evaluate(cfg: Config) -> None:
     from seqmodels import plots
     from seqmodels.distributed.infer import vectors
     from seqmodels.distributed.live import read_history
     from seqmodels.evaluation import (
         Scored,
+        choose_threshold,
         class_accuracy,
         evaluate_scores,
         evaluate_tokens,
+        flag_summary,
+        latent_projection,
         pca_scores,
+        pick_examples,
+        roc_points,
         score_table,
     )
 
-    outputs = Path(cfg.paths.outputs)
+    outputs, prepared = Path(cfg.paths.outputs), Path(cfg.paths.prepared)
     manifest = json.loads((outputs / MANIFEST).read_text())
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = DataSpec.load(prepared)
     key = spec.id_column
     dataset = pads.dataset(outputs, format="parquet")
-    optional = [c for c in ("label", "predicted_class") if c in dataset.schema.names]
-    frame = dataset.to_table(columns=[key, "split", "score", *optional]).to_pandas().sort_values(key)
-    examples = pq.read_table(Path(cfg.paths.prepared) / EXAMPLES_FILE,
-                             columns=[key, "split", "x"]).sort_by(key)
+    vector_columns = _vector_columns(dataset)
+    # Every per-row scalar the outputs carry (ids, split, score, label, predicted class).
+    scalars = [name for name in dataset.schema.names if name not in vector_columns]
+    table = dataset.to_table(columns=[*scalars, "latent"]).sort_by(key)
+    frame = table.drop_columns(["latent"]).to_pandas()
+    latent = vectors(table.column("latent"))
+    examples = pq.read_table(prepared / EXAMPLES_FILE, columns=[key, "split", "x"]).sort_by(key)
     x = vectors(examples.column("x")).astype(np.float64)
     split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
     model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
+    has_reconstructions = "reconstruction" in vector_columns
+    baseline = None
     if spec.discrete:  # token ids: the baseline is a unigram model, quality is exact-match
         decoded = None
-        if "reconstruction" in dataset.schema.names:
+        if has_reconstructions:
             decoded = vectors(dataset.to_table(columns=[key, "reconstruction"]).sort_by(key)
                               .column("reconstruction"))
         result = evaluate_tokens(x.astype(np.int64), decoded, model_scores.score, model_scores.split)
@@ -193,15 +211,74 @@ def evaluate(cfg: Config) -> None:
         result = evaluate_scores(model_scores, baseline)
     if "predicted_class" in frame.columns and "label" in frame.columns:
         result["model"]["accuracy"] = class_accuracy(frame)
+
+    # Anomaly flags: a threshold fitted on validation scores, one flag per row.
+    threshold = choose_threshold(model_scores, cfg.evaluate.threshold)
+    flags = model_scores.score > threshold.value
+    result["threshold"] = threshold.to_dict()
+    result["anomalies"] = flag_summary(model_scores, flags)
     result["rows"] = len(frame)
-    write_json_atomic(cfg.paths.eval_metrics, result)
+    report = frame.assign(is_anomaly=flags)
+    report_path = Path(cfg.paths.anomalies)
+    write_text_atomic(report_path, report.to_csv(index=False))
+
     plot_dir = Path(cfg.paths.plots)
+    skipped: dict[str, str] = {}
     clean_stale_staging(plot_dir)
     with publishing(plot_dir) as staging:
         plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
+        threshold_text = (f"({threshold.percentile:g}th percentile of {threshold.fitted_on})"
+                          if threshold.method == "percentile" else f"(best F1 on {threshold.fitted_on})")
         plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
-                              staging / "scores.png")
-    print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}: "
+                              staging / "scores.png", threshold.value, threshold_text)
+        projection, explained = latent_projection(latent, cfg.seed)
+        label = frame["label"].to_numpy() if "label" in frame.columns else None
+        plots.latent_scatter(projection, model_scores.split, label,
+                             "anomaly" if spec.anomaly_labels else "class", staging / "latents.png",
+                             explained, cfg.seed)
+        test = model_scores.split == "test"
+        if model_scores.label is not None and result["model"].get("test_auroc") is not None:
+            points = roc_points(model_scores.score[test], model_scores.label[test])
+            points.to_csv(staging / "roc.csv", index=False)
+            curves = {"model": (points["fpr"].to_numpy(), points["tpr"].to_numpy(),
+                                result["model"]["test_auroc"])}
+            if baseline is not None and result["pca"].get("test_auroc") is not None:
+                pca_points = roc_points(baseline.score[test], baseline.label[test])
+                curves[f"PCA, {manifest['params']['model']['latent_dim']} components"] = (
+                    pca_points["fpr"].to_numpy(), pca_points["tpr"].to_numpy(), result["pca"]["test_auroc"])
+            at = result["anomalies"]["test"]
+            fpr = float(np.mean(flags[test][model_scores.label[test] == 0]))
+            plots.roc(curves, staging / "roc.png", operating_point=(fpr, at["recall"]))
+        else:
+            skipped["roc.png"] = ("the labels are class ids, not anomaly flags"
+                                  if spec.has_labels and not spec.anomaly_labels else
+                                  result["model"].get("test_auroc_note", "no anomaly labels in the data"))
+        if has_reconstructions:
+            picked = pick_examples(model_scores.score, model_scores.split, model_scores.label,
+                                   cfg.evaluate.examples, cfg.seed)
+            rows = np.concatenate(list(picked.values()))
+            ids = frame[key].to_numpy()[rows]
+            recon_table = dataset.to_table(columns=[key, "reconstruction"], filter=pads.field(key).isin(ids))
+            recon = dict(zip(recon_table.column(key).to_pylist(),
+                             vectors(recon_table.column("reconstruction")), strict=True))
+            vocab_path = prepared / VOCAB_FILE
+            shown = plots.Examples(
+                groups={group: [{"id": frame[key].iat[i], "score": float(model_scores.score[i]), "x": x[i],
+                                 "reconstruction": recon[frame[key].iat[i]]} for i in members]
+                        for group, members in picked.items()},
+                input_shape=spec.input_shape, features=spec.features, id_column=key,
+                vocab=json.loads(vocab_path.read_text())["tokens"] if vocab_path.is_file() else None)
+            plots.EXAMPLE_PLOTS[spec.kind](shown, staging / "examples.png")
+        else:
+            skipped["examples.png"] = ("the outputs hold no reconstructions "
+                                       "(infer.write_reconstructions=false)")
+    if skipped:
+        result["plots_skipped"] = skipped
+    write_json_atomic(cfg.paths.eval_metrics, result)
+    for name, reason in skipped.items():
+        print(f"evaluate: no {plot_dir / name}: {reason}")
+    print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}, {report_path} "
+          f"({int(flags.sum())} flagged): "
           + json.dumps({k: v for k, v in result.items() if k != "rows"}, sort_keys=True))
 
 
