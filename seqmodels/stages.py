@@ -165,9 +165,7 @@ def _vector_columns(dataset: pads.Dataset) -> set[str]:
 
 
 def evaluate(cfg: Config) -> None:
-    from seqmodels import plots
     from seqmodels.distributed.infer import vectors
-    from seqmodels.distributed.live import read_history
     from seqmodels.evaluation import (
         Scored,
         choose_threshold,
@@ -175,10 +173,7 @@ def evaluate(cfg: Config) -> None:
         evaluate_scores,
         evaluate_tokens,
         flag_summary,
-        latent_projection,
         pca_scores,
-        pick_examples,
-        roc_points,
         score_table,
     )
 
@@ -192,22 +187,24 @@ def evaluate(cfg: Config) -> None:
     scalars = [name for name in dataset.schema.names if name not in vector_columns]
     table = dataset.to_table(columns=[*scalars, "latent"]).sort_by(key)
     frame = table.drop_columns(["latent"]).to_pandas()
-    latent = vectors(table.column("latent"))
     examples = pq.read_table(prepared / EXAMPLES_FILE, columns=[key, "split", "x"]).sort_by(key)
+    if not np.array_equal(examples.column(key).to_numpy(), frame[key].to_numpy()):
+        raise DataError(f"{outputs} and {prepared / EXAMPLES_FILE} hold different {key}s",
+                        where=str(outputs), fix="rerun the infer stage (dvc repro)")
     x = vectors(examples.column("x")).astype(np.float64)
     split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
     model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
-    has_reconstructions = "reconstruction" in vector_columns
+    latent_dim = manifest["params"]["model"]["latent_dim"]
     baseline = None
     if spec.discrete:  # token ids: the baseline is a unigram model, quality is exact-match
         decoded = None
-        if has_reconstructions:
+        if "reconstruction" in vector_columns:
             decoded = vectors(dataset.to_table(columns=[key, "reconstruction"]).sort_by(key)
                               .column("reconstruction"))
         result = evaluate_tokens(x.astype(np.int64), decoded, model_scores.score, model_scores.split)
     else:
-        baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
-                                                        cfg.seed), label=model_scores.label)
+        baseline = Scored(split=split, score=pca_scores(x, split, latent_dim, cfg.seed),
+                          label=model_scores.label)
         result = evaluate_scores(model_scores, baseline)
     if "predicted_class" in frame.columns and "label" in frame.columns:
         result["model"]["accuracy"] = class_accuracy(frame)
@@ -218,60 +215,16 @@ def evaluate(cfg: Config) -> None:
     result["threshold"] = threshold.to_dict()
     result["anomalies"] = flag_summary(model_scores, flags)
     result["rows"] = len(frame)
-    report = frame.assign(is_anomaly=flags)
     report_path = Path(cfg.paths.anomalies)
-    write_text_atomic(report_path, report.to_csv(index=False))
+    write_text_atomic(report_path, frame.assign(is_anomaly=flags).to_csv(index=False))
 
     plot_dir = Path(cfg.paths.plots)
-    skipped: dict[str, str] = {}
     clean_stale_staging(plot_dir)
     with publishing(plot_dir) as staging:
-        plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
-        threshold_text = (f"({threshold.percentile:g}th percentile of {threshold.fitted_on})"
-                          if threshold.method == "percentile" else f"(best F1 on {threshold.fitted_on})")
-        plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
-                              staging / "scores.png", threshold.value, threshold_text)
-        projection, explained = latent_projection(latent, cfg.seed)
-        label = frame["label"].to_numpy() if "label" in frame.columns else None
-        plots.latent_scatter(projection, model_scores.split, label,
-                             "anomaly" if spec.anomaly_labels else "class", staging / "latents.png",
-                             explained, cfg.seed)
-        test = model_scores.split == "test"
-        if model_scores.label is not None and result["model"].get("test_auroc") is not None:
-            points = roc_points(model_scores.score[test], model_scores.label[test])
-            points.to_csv(staging / "roc.csv", index=False)
-            curves = {"model": (points["fpr"].to_numpy(), points["tpr"].to_numpy(),
-                                result["model"]["test_auroc"])}
-            if baseline is not None and result["pca"].get("test_auroc") is not None:
-                pca_points = roc_points(baseline.score[test], baseline.label[test])
-                curves[f"PCA, {manifest['params']['model']['latent_dim']} components"] = (
-                    pca_points["fpr"].to_numpy(), pca_points["tpr"].to_numpy(), result["pca"]["test_auroc"])
-            at = result["anomalies"]["test"]
-            fpr = float(np.mean(flags[test][model_scores.label[test] == 0]))
-            plots.roc(curves, staging / "roc.png", operating_point=(fpr, at["recall"]))
-        else:
-            skipped["roc.png"] = ("the labels are class ids, not anomaly flags"
-                                  if spec.has_labels and not spec.anomaly_labels else
-                                  result["model"].get("test_auroc_note", "no anomaly labels in the data"))
-        if has_reconstructions:
-            picked = pick_examples(model_scores.score, model_scores.split, model_scores.label,
-                                   cfg.evaluate.examples, cfg.seed)
-            rows = np.concatenate(list(picked.values()))
-            ids = frame[key].to_numpy()[rows]
-            recon_table = dataset.to_table(columns=[key, "reconstruction"], filter=pads.field(key).isin(ids))
-            recon = dict(zip(recon_table.column(key).to_pylist(),
-                             vectors(recon_table.column("reconstruction")), strict=True))
-            vocab_path = prepared / VOCAB_FILE
-            shown = plots.Examples(
-                groups={group: [{"id": frame[key].iat[i], "score": float(model_scores.score[i]), "x": x[i],
-                                 "reconstruction": recon[frame[key].iat[i]]} for i in members]
-                        for group, members in picked.items()},
-                input_shape=spec.input_shape, features=spec.features, id_column=key,
-                vocab=json.loads(vocab_path.read_text())["tokens"] if vocab_path.is_file() else None)
-            plots.EXAMPLE_PLOTS[spec.kind](shown, staging / "examples.png")
-        else:
-            skipped["examples.png"] = ("the outputs hold no reconstructions "
-                                       "(infer.write_reconstructions=false)")
+        skipped = _evaluation_plots(
+            cfg, staging, spec, dataset, frame, vectors(table.column("latent")), x, model_scores,
+            baseline, result, threshold, flags, has_reconstructions="reconstruction" in vector_columns,
+            pca_name=f"PCA, {latent_dim} components")
     if skipped:
         result["plots_skipped"] = skipped
     write_json_atomic(cfg.paths.eval_metrics, result)
@@ -280,6 +233,66 @@ def evaluate(cfg: Config) -> None:
     print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}, {report_path} "
           f"({int(flags.sum())} flagged): "
           + json.dumps({k: v for k, v in result.items() if k != "rows"}, sort_keys=True))
+
+
+def _evaluation_plots(cfg: Config, staging: Path, spec: DataSpec, dataset: pads.Dataset,
+                      frame: pd.DataFrame, latent: np.ndarray, x: np.ndarray, scored, baseline,
+                      result: dict[str, Any], threshold, flags: np.ndarray, has_reconstructions: bool,
+                      pca_name: str) -> dict[str, str]:
+    """Write every plot into `staging`; returns {plot: why it was not drawn}."""
+    from seqmodels import plots
+    from seqmodels.distributed.infer import vectors
+    from seqmodels.distributed.live import read_history
+    from seqmodels.evaluation import latent_projection, pick_examples, roc_points
+
+    skipped: dict[str, str] = {}
+    plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
+    threshold_text = (f"({threshold.percentile:g}th percentile of {threshold.fitted_on})"
+                      if threshold.method == "percentile" else f"(best F1 on {threshold.fitted_on})")
+    plots.score_histogram(scored.score, scored.split, scored.label, staging / "scores.png",
+                          threshold.value, threshold_text)
+    projection, explained = latent_projection(latent, cfg.seed)
+    label = frame["label"].to_numpy() if "label" in frame.columns else None
+    plots.latent_scatter(projection, scored.split, label, "anomaly" if spec.anomaly_labels else "class",
+                         staging / "latents.png", explained, cfg.seed)
+
+    test = scored.split == "test"
+    if scored.label is not None and result["model"].get("test_auroc") is not None:
+        points = roc_points(scored.score[test], scored.label[test])
+        points.to_csv(staging / "roc.csv", index=False)  # for `dvc plots show`
+        curves = {"model": (points["fpr"].to_numpy(), points["tpr"].to_numpy(),
+                            result["model"]["test_auroc"])}
+        if baseline is not None and result["pca"].get("test_auroc") is not None:
+            pca_points = roc_points(baseline.score[test], baseline.label[test])
+            curves[pca_name] = (pca_points["fpr"].to_numpy(), pca_points["tpr"].to_numpy(),
+                                result["pca"]["test_auroc"])
+        false_positive_rate = float(np.mean(flags[test][scored.label[test] == 0]))
+        plots.roc(curves, staging / "roc.png",
+                  operating_point=(false_positive_rate, result["anomalies"]["test"]["recall"]))
+    elif spec.has_labels and not spec.anomaly_labels:
+        skipped["roc.png"] = "the labels are class ids, not anomaly flags"
+    else:
+        skipped["roc.png"] = result["model"].get("test_auroc_note", "no anomaly labels in the data")
+
+    if not has_reconstructions:
+        skipped["examples.png"] = "the outputs hold no reconstructions (infer.write_reconstructions=false)"
+        return skipped
+    key = spec.id_column
+    picked = pick_examples(scored.score, scored.split, scored.label, cfg.evaluate.examples, cfg.seed)
+    ids = frame[key].to_numpy()
+    wanted = ids[np.concatenate(list(picked.values()))]
+    rows = dataset.to_table(columns=[key, "reconstruction"], filter=pads.field(key).isin(wanted))
+    reconstruction = dict(zip(rows.column(key).to_pylist(), vectors(rows.column("reconstruction")),
+                              strict=True))
+    vocab = Path(cfg.paths.prepared) / VOCAB_FILE
+    shown = plots.Examples(
+        groups={group: [{"id": ids[i], "score": float(scored.score[i]), "x": x[i],
+                         "reconstruction": reconstruction[ids[i]]} for i in members]
+                for group, members in picked.items()},
+        input_shape=spec.input_shape, features=spec.features, id_column=key,
+        vocab=json.loads(vocab.read_text())["tokens"] if vocab.is_file() else None)
+    plots.EXAMPLE_PLOTS[spec.kind](shown, staging / "examples.png")
+    return skipped
 
 
 STAGES = {"prepare": prepare, "validate": validate, "train": train, "infer": infer, "evaluate": evaluate}
