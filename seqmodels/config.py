@@ -134,6 +134,22 @@ class InferConfig(_Section):
     write_reconstructions: bool = True
 
 
+class ThresholdConfig(_Section):
+    """How evaluate turns scores into anomaly flags (`is_anomaly = score > threshold`)."""
+
+    method: Literal["percentile", "best_f1"] = Field(
+        "percentile", description="percentile: that percentile of the validation scores; best_f1: the "
+        "threshold with the best F1 on validation, which needs normal and anomalous validation rows "
+        "(otherwise evaluate falls back to the percentile and says so in eval.json)."
+    )
+    percentile: float = Field(99.0, ge=0.0, le=100.0)
+
+
+class EvaluateConfig(_Section):
+    threshold: ThresholdConfig = ThresholdConfig()
+    examples: int = Field(3, gt=0, description="Rows per group (normal/anomalous) in plots/examples.png.")
+
+
 class RayConfig(_Section):
     address: str | None = Field(None, description="Cluster address; RAY_ADDRESS wins when set.")
     num_cpus: int | None = Field(
@@ -177,6 +193,7 @@ class Paths(_Section):
     outputs: str = "outputs/latents"
     eval_metrics: str = "metrics/eval.json"
     plots: str = "plots"
+    anomalies: str = "reports/anomalies.csv"
 
 
 class Config(_Section):
@@ -185,6 +202,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     ray: RayConfig = RayConfig()
     paths: Paths = Paths()
 

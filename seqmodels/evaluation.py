@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from seqmodels.config import SPLITS
+from seqmodels.config import SPLITS, ThresholdConfig
 
 
 @dataclass
@@ -112,3 +112,131 @@ def evaluate_tokens(tokens: np.ndarray, decoded: np.ndarray | None, score: np.nd
         exact = (decoded == tokens).all(axis=1)
         result["model"]["exact_match"] = {s: float(exact[split == s].mean()) for s in splits}
     return result
+
+
+# --- Anomaly flags: a threshold on the score, fitted on validation rows -----------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """`is_anomaly = score > value`. `method` is the method actually used; `note` says why it
+    differs from the requested one (or why another split was used)."""
+
+    value: float
+    method: str
+    fitted_on: str
+    percentile: float | None = None
+    val_f1: float | None = None
+    requested: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def best_f1_threshold(score: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+    """The threshold whose flags (`score > threshold`) have the highest F1 on these rows, and
+    that F1. Cuts only between distinct scores, half-way, so tied rows get the same flag."""
+    order = np.argsort(-score, kind="stable")
+    ranked, positive = score[order], (label[order] == 1).astype(np.float64)
+    flagged = np.arange(1, len(ranked) + 1)  # flag the top k rows
+    tp = np.cumsum(positive)
+    f1 = 2 * tp / (flagged + positive.sum())
+    cut = np.r_[ranked[:-1] > ranked[1:], True]  # k is a valid cut only before a lower score
+    k = int(np.argmax(np.where(cut, f1, -1.0))) + 1
+    threshold = float((ranked[k - 1] + ranked[k]) / 2) if k < len(ranked) else float(ranked[-1])
+    if not ranked[k - 1] > threshold:  # flag everything, or adjacent floats rounded up
+        threshold = float(np.nextafter(ranked[k - 1], -np.inf))
+    return threshold, float(f1[k - 1])
+
+
+def choose_threshold(scored: Scored, cfg: ThresholdConfig) -> Threshold:
+    """Fit the anomaly threshold on validation scores (train scores if there is no val split).
+
+    best_f1 needs normal and anomalous validation rows; in the one-class setup validation
+    holds normal rows only, so it falls back to the percentile and says so.
+    """
+    fit_split = "val" if np.any(scored.split == "val") else "train"
+    note = None if fit_split == "val" else "no validation rows: fitted on train scores"
+    rows = scored.split == fit_split
+    values = scored.score[rows]
+    if cfg.method == "best_f1":
+        labels = None if scored.label is None else scored.label[rows]
+        present = [] if labels is None else np.unique(labels).tolist()
+        if set(present) >= {0, 1}:
+            value, f1 = best_f1_threshold(values, labels)
+            return Threshold(value=value, method="best_f1", fitted_on=fit_split, val_f1=f1, note=note)
+        why = ("the data has no anomaly labels" if labels is None
+               else f"{fit_split} rows have only label {present}")
+        note = (f"best_f1 needs normal and anomalous {fit_split} rows, but {why}: "
+                f"used the {cfg.percentile:g}th percentile of {fit_split} scores instead")
+    return Threshold(value=float(np.percentile(values, cfg.percentile)), method="percentile",
+                     fitted_on=fit_split, percentile=cfg.percentile,
+                     requested=cfg.method if cfg.method != "percentile" else None, note=note)
+
+
+def precision_recall_f1(flags: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Of the flagged rows, how many are anomalous (precision); of the anomalous rows, how many
+    are flagged (recall). 0 where the ratio is undefined (nothing flagged / no anomalies)."""
+    tp = float(np.sum(flags & (label == 1)))
+    precision = tp / max(float(flags.sum()), 1.0)
+    recall = tp / max(float(np.sum(label == 1)), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def flag_summary(scored: Scored, flags: np.ndarray) -> dict[str, Any]:
+    """Flagged rows per split, and precision/recall/F1 on every split that has both labels."""
+    summary: dict[str, Any] = {"flagged": {s: int(flags[scored.split == s].sum())
+                                           for s in SPLITS if np.any(scored.split == s)}}
+    if scored.label is not None:
+        for split in SPLITS:
+            rows = scored.split == split
+            if set(np.unique(scored.label[rows]).tolist()) >= {0, 1}:
+                summary[split] = precision_recall_f1(flags[rows], scored.label[rows])
+    return summary
+
+
+def roc_points(score: np.ndarray, label: np.ndarray) -> pd.DataFrame:
+    """ROC curve as (fpr, tpr, threshold) rows. scikit-learn's first threshold is +inf (flag
+    nothing); under `score > threshold` the highest score does the same and stays finite."""
+    fpr, tpr, thresholds = roc_curve(label, score)
+    thresholds[0] = float(np.max(score))
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds})
+
+
+# --- What to draw ---------------------------------------------------------------------------------
+
+
+def latent_projection(latent: np.ndarray, seed: int) -> tuple[np.ndarray, list[float]]:
+    """(n, 2) view of the latents: the first two principal components (fitted on all rows) and
+    their explained-variance ratios. Latents of size 1 or 2 are shown as they are."""
+    latent = np.asarray(latent, dtype=np.float64)
+    if latent.shape[1] <= 2:
+        padded = np.zeros((len(latent), 2))
+        padded[:, :latent.shape[1]] = latent
+        return padded, []
+    pca = PCA(n_components=2, random_state=seed).fit(latent)
+    return pca.transform(latent), [float(r) for r in pca.explained_variance_ratio_]
+
+
+def pick_examples(score: np.ndarray, split: np.ndarray, label: np.ndarray | None, n: int,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Row indices for the reconstruction-example plot, by group. With anomaly labels: a seeded
+    sample of normal and of anomalous test rows. Without: the lowest- and highest-scoring test
+    rows (what the model finds most typical and most unusual). Falls back to all rows when
+    there is no test split."""
+    pool = np.flatnonzero(split == "test")
+    if not len(pool):
+        pool = np.arange(len(score))
+    where = "test" if np.any(split == "test") else "all"
+    rng = np.random.default_rng(seed)
+    if label is not None and set(np.unique(label[pool]).tolist()) >= {0, 1}:
+        groups = {f"normal ({where})": pool[label[pool] == 0], f"anomalous ({where})": pool[label[pool] == 1]}
+        picked = {name: rng.choice(rows, size=min(n, len(rows)), replace=False)
+                  for name, rows in groups.items()}
+    else:
+        ranked = pool[np.argsort(score[pool], kind="stable")]
+        picked = {f"lowest score ({where})": ranked[:n], f"highest score ({where})": ranked[::-1][:n]}
+    # Within a group, in score order, so the panels read from most to least typical.
+    return {name: rows[np.argsort(score[rows], kind="stable")] for name, rows in picked.items() if len(rows)}

@@ -1,7 +1,14 @@
-"""PNG plots a person can look at (matplotlib, Agg backend: no display needed)."""
+"""PNG plots a person can look at (matplotlib, Agg backend: no display needed).
+
+Each function takes plain arrays and a path, so evaluate decides *what* to show and these
+only draw. The reconstruction-example plot depends on the modality (a curve, an image, a
+word), so `EXAMPLE_PLOTS` maps `data.kind` to the function that draws one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -11,22 +18,53 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+LOSS_COMPONENTS = {"loss": "total loss", "recon": "reconstruction", "task": "task (unweighted)",
+                   "kl": "KL (unweighted)"}
+MAX_SCATTER_POINTS = 5000
 
-def loss_curves(history: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for column in ("train_loss", "val_loss", "train_recon", "val_recon", "train_task", "val_task"):
-        if column in history and history[column].notna().any():
-            style = "-" if column.endswith("loss") else ":"
-            ax.plot(history["epoch"], history[column], style, label=column)  # 1-based in the CSV
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="Training and validation loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def score_histogram(score: np.ndarray, split: np.ndarray, label: np.ndarray | None, path: Path) -> None:
+def loss_curves(history: pd.DataFrame, path: Path) -> None:
+    """Training and validation loss per epoch: one panel for the total and one per loss
+    component that is not identically zero (a model without a task head has no task loss)."""
+    shown, skipped = [], []
+    for key, title in LOSS_COMPONENTS.items():
+        columns = [c for c in (f"train_{key}", f"val_{key}") if c in history and history[c].notna().any()]
+        if key == "loss" or any(history[c].abs().max() > 0 for c in columns):
+            shown.append((title, columns))
+        elif columns:
+            skipped.append(key)
+    best = None  # the exported model is the best by validation loss
+    if "val_loss" in history and history["val_loss"].notna().any():
+        best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.8), squeeze=False)
+    for ax, (title, columns) in zip(axes[0], shown, strict=True):
+        if best is not None:
+            ax.axvline(best, color="grey", linewidth=0.8, label=f"best val (epoch {best})")
+        for column in columns:
+            values = history[column]
+            ax.plot(history["epoch"], values, "-" if column.startswith("train") else "--",
+                    label=column.split("_")[0])  # epoch is 1-based in the DVCLive log
+            if (values.dropna() > 0).all():
+                ax.set_yscale("log")
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("loss")
+    if skipped:
+        fig.suptitle(f"always 0 for this model, not drawn: {', '.join(skipped)}", fontsize=8,
+                     x=0.99, ha="right")
+    _save(fig, path)
+
+
+def score_histogram(score: np.ndarray, split: np.ndarray, label: np.ndarray | None, path: Path,
+                    threshold: float | None = None, threshold_text: str = "") -> None:
+    """Score distribution per split (and per label in test), with the anomaly threshold."""
     fig, ax = plt.subplots(figsize=(7, 4))
     test = split == "test"
     # Scores are errors spanning orders of magnitude: log-spaced bins keep both modes visible.
@@ -36,16 +74,202 @@ def score_histogram(score: np.ndarray, split: np.ndarray, label: np.ndarray | No
     if label is None:
         groups = {s: score[split == s] for s in ("train", "val", "test")}
     else:
-        groups = {"train (normal)": score[split == "train"],
+        groups = {"train": score[split == "train"], "val": score[split == "val"],
                   "test normal": score[test & (label == 0)],
                   "test anomalous": score[test & (label == 1)]}
     for name, values in groups.items():
         if len(values):
             ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.5,
                     label=f"{name} (n={len(values)})")
-    ax.set(xlabel="anomaly score (reconstruction MSE, log scale)", ylabel="windows",
-           title="Score distribution", xscale="log")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--",
+                   label=f"threshold {threshold:.3g} {threshold_text}")
+    ax.set(xlabel="anomaly score (log scale)", ylabel="rows", title="Score distribution", xscale="log")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path,
+        operating_point: tuple[float, float] | None = None) -> None:
+    """ROC curves on test, `curves` = {name: (fpr, tpr, auroc)}; the point the threshold picks."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auc:.3f})")
+    if operating_point is not None:
+        ax.plot(*operating_point, "ko", label=f"at the threshold (FPR {operating_point[0]:.2f}, "
+                f"TPR {operating_point[1]:.2f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on test",
+           xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def latent_scatter(projection: np.ndarray, split: np.ndarray, label: np.ndarray | None,
+                   label_kind: str, path: Path, explained: list[float], seed: int = 0) -> None:
+    """2-D projection of the latents coloured by split, and by label when there is one.
+    `label_kind` is "anomaly" (0/1) or "class"."""
+    rows = np.arange(len(projection))
+    if len(rows) > MAX_SCATTER_POINTS:  # a readable plot, whatever the row count
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_SCATTER_POINTS, replace=False))
+    panels = 1 if label is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5), squeeze=False)
+    xy, split = projection[rows], split[rows]
+    for name in ("train", "val", "test"):
+        here = split == name
+        if here.any():
+            axes[0][0].scatter(*xy[here].T, s=8, alpha=0.6, label=f"{name} (n={int(here.sum())})")
+    axes[0][0].set_title("latents by split")
+    if label is not None:
+        ax, label = axes[0][1], label[rows]
+        if label_kind == "anomaly":
+            for value, name in ((0, "normal"), (1, "anomalous")):
+                here = label == value
+                if here.any():
+                    ax.scatter(*xy[here].T, s=8, alpha=0.6, label=f"{name} (n={int(here.sum())})",
+                               color="tab:blue" if value == 0 else "tab:red")
+            ax.set_title("latents by label")
+        else:
+            points = ax.scatter(*xy.T, s=8, alpha=0.7, c=label, cmap="tab10")
+            fig.colorbar(points, ax=ax, label="class")
+            ax.set_title("latents by class")
+    axis = [f"PC{i + 1} ({r:.0%} of variance)" for i, r in enumerate(explained)] or ["latent 1", "latent 2"]
+    for ax in axes[0]:
+        ax.set(xlabel=axis[0], ylabel=axis[1])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, markerscale=2)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+# --- Reconstruction examples, one drawing function per modality -------------------------------------
+
+
+@dataclass
+class Examples:
+    """Rows to show, by group ("normal (test)", "anomalous (test)", ...): the model input and
+    its reconstruction (flat, as stored), with id and score. `input_shape`, `features` and
+    `vocab` come from the prepared data's spec."""
+
+    groups: dict[str, list[dict]]  # name -> [{"id", "score", "x", "reconstruction"}]
+    input_shape: tuple[int, ...]
+    features: tuple[str, ...] = ()
+    vocab: list[str] | None = None
+    id_column: str = "id"
+
+
+def _grid(examples: Examples, **kwargs):
+    columns = max(len(rows) for rows in examples.groups.values())
+    fig, axes = plt.subplots(len(examples.groups), columns, squeeze=False,
+                             figsize=(3.6 * columns, 2.8 * len(examples.groups)), **kwargs)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _caption(examples: Examples, group: str, row: dict) -> str:
+    return f"{group}\n{examples.id_column} {row['id']}, score {row['score']:.3g}"
+
+
+def series_examples(examples: Examples, path: Path) -> None:
+    """Input (solid) vs reconstruction (dashed) over the window, per feature."""
+    window, n_features = examples.input_shape
+    fig, axes = _grid(examples, sharey=True)
+    for r, (group, rows) in enumerate(examples.groups.items()):
+        for c, row in enumerate(rows):
+            ax = axes[r][c]
+            ax.set_visible(True)
+            x = np.asarray(row["x"]).reshape(window, n_features)
+            recon = np.asarray(row["reconstruction"]).reshape(window, n_features)
+            for f in range(min(n_features, 4)):
+                name = examples.features[f] if f < len(examples.features) else f"x{f}"
+                line, = ax.plot(x[:, f], "-", label=f"{name} input")
+                ax.plot(recon[:, f], "--", color=line.get_color(), label=f"{name} reconstruction")
+            ax.set_title(_caption(examples, group, row), fontsize=8)
+            ax.set_xlabel("step in window", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("scaled value")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def tabular_examples(examples: Examples, path: Path) -> None:
+    """Each feature's input value (bar) and reconstruction (dot)."""
+    (width,) = examples.input_shape
+    names = list(examples.features) if len(examples.features) == width else [f"x{i}" for i in range(width)]
+    fig, axes = _grid(examples, sharey=True)
+    for r, (group, rows) in enumerate(examples.groups.items()):
+        for c, row in enumerate(rows):
+            ax = axes[r][c]
+            ax.set_visible(True)
+            ax.bar(np.arange(width), row["x"], color="tab:blue", alpha=0.5, label="input")
+            ax.plot(np.arange(width), row["reconstruction"], "o", color="tab:orange", label="reconstruction")
+            ax.set_xticks(np.arange(width), names, rotation=90, fontsize=7)
+            ax.set_title(_caption(examples, group, row), fontsize=8)
+    axes[0][0].set_ylabel("scaled value")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def _as_image(flat, shape: tuple[int, ...]) -> np.ndarray:
+    channels, height, width = shape
+    image = np.clip(np.asarray(flat, dtype=np.float64).reshape(channels, height, width), 0, 1)
+    return image[0] if channels != 3 else image.transpose(1, 2, 0)
+
+
+def image_examples(examples: Examples, path: Path) -> None:
+    """Each image next to its reconstruction."""
+    columns = max(len(rows) for rows in examples.groups.values())
+    fig, axes = plt.subplots(len(examples.groups), 2 * columns, squeeze=False,
+                             figsize=(1.9 * 2 * columns, 2.4 * len(examples.groups)))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (group, rows) in enumerate(examples.groups.items()):
+        for c, row in enumerate(rows):
+            for offset, (key, what) in enumerate((("x", "input"), ("reconstruction", "reconstruction"))):
+                ax = axes[r][2 * c + offset]
+                ax.imshow(_as_image(row[key], examples.input_shape), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{what}\n{examples.id_column} {row['id']}" if offset == 0 else
+                             f"{what}\nscore {row['score']:.3g}", fontsize=7)
+        axes[r][0].text(-0.3, 0.5, group, transform=axes[r][0].transAxes, rotation=90, va="center",
+                        ha="right", fontsize=8)
+    _save(fig, path)
+
+
+def decode_tokens(ids, vocab: list[str]) -> str:
+    """Token ids -> text: stops at <eos>, drops <pad>, shows other special tokens as they are."""
+    out = []
+    for token in (vocab[int(i)] if 0 <= int(i) < len(vocab) else "<?>" for i in ids):
+        if token == "<eos>":
+            break
+        if token != "<pad>":
+            out.append(token)
+    return "".join(out)
+
+
+def token_examples(examples: Examples, path: Path) -> None:
+    """Input text and the greedy-decoded reconstruction, one line per sequence."""
+    lines = []
+    for group, rows in examples.groups.items():
+        lines.append((group, "bold"))
+        for row in rows:
+            text = decode_tokens(row["x"], examples.vocab or [])
+            decoded = decode_tokens(row["reconstruction"], examples.vocab or [])
+            mark = "same" if text == decoded else "DIFFERENT"
+            lines.append((f"  {text!r:>18} -> {decoded!r:<18} {mark:<9} score {row['score']:.3g}", "normal"))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(lines) + 0.8))
+    ax.axis("off")
+    ax.set_title("input -> greedy-decoded reconstruction")
+    for i, (text, weight) in enumerate(lines):
+        ax.text(0.0, 1 - (i + 0.5) / len(lines), text, family="monospace", fontsize=9, weight=weight,
+                transform=ax.transAxes, va="center")
+    _save(fig, path)
+
+
+EXAMPLE_PLOTS: dict[str, Callable[[Examples, Path], None]] = {
+    "series": series_examples,
+    "tabular": tabular_examples,
+    "images": image_examples,
+    "tokens": token_examples,
+}

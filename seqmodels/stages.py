@@ -21,6 +21,7 @@ from seqmodels.data.prepare import (
     EXAMPLES_FILE,
     SERIES_FILE,
     SPEC_FILE,
+    VOCAB_FILE,
     DataSpec,
     examples_to_arrow,
 )
@@ -32,6 +33,7 @@ from seqmodels.outputs import (
     hash_path,
     publishing,
     write_json_atomic,
+    write_text_atomic,
 )
 
 OUTPUT_VALIDATION_ROWS = 65_536
@@ -172,53 +174,141 @@ def infer(cfg: Config) -> None:
     print(f"wrote {rows} rows (latent_dim={model_cfg.latent_dim}) to {target}")
 
 
+def _vector_columns(dataset: pads.Dataset) -> set[str]:
+    import pyarrow as pa
+
+    return {f.name for f in dataset.schema if pa.types.is_fixed_size_list(f.type)}
+
+
 def evaluate(cfg: Config) -> None:
-    from seqmodels import plots
     from seqmodels.distributed.infer import vectors
-    from seqmodels.distributed.live import read_history
     from seqmodels.evaluation import (
         Scored,
+        choose_threshold,
         class_accuracy,
         evaluate_scores,
         evaluate_tokens,
+        flag_summary,
         pca_scores,
         score_table,
     )
 
-    outputs = Path(cfg.paths.outputs)
+    outputs, prepared = Path(cfg.paths.outputs), Path(cfg.paths.prepared)
     manifest = json.loads((outputs / MANIFEST).read_text())
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = DataSpec.load(prepared)
     key = spec.id_column
     dataset = pads.dataset(outputs, format="parquet")
-    optional = [c for c in ("label", "predicted_class") if c in dataset.schema.names]
-    frame = dataset.to_table(columns=[key, "split", "score", *optional]).to_pandas().sort_values(key)
-    examples = pq.read_table(Path(cfg.paths.prepared) / EXAMPLES_FILE,
-                             columns=[key, "split", "x"]).sort_by(key)
+    vector_columns = _vector_columns(dataset)
+    # Every per-row scalar the outputs carry (ids, split, score, label, predicted class).
+    scalars = [name for name in dataset.schema.names if name not in vector_columns]
+    table = dataset.to_table(columns=[*scalars, "latent"]).sort_by(key)
+    frame = table.drop_columns(["latent"]).to_pandas()
+    examples = pq.read_table(prepared / EXAMPLES_FILE, columns=[key, "split", "x"]).sort_by(key)
+    if not np.array_equal(examples.column(key).to_numpy(), frame[key].to_numpy()):
+        raise DataError(f"{outputs} and {prepared / EXAMPLES_FILE} hold different {key}s",
+                        where=str(outputs), fix="rerun the infer stage (dvc repro)")
     x = vectors(examples.column("x")).astype(np.float64)
     split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
     model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
+    latent_dim = manifest["params"]["model"]["latent_dim"]
+    baseline = None
     if spec.discrete:  # token ids: the baseline is a unigram model, quality is exact-match
         decoded = None
-        if "reconstruction" in dataset.schema.names:
+        if "reconstruction" in vector_columns:
             decoded = vectors(dataset.to_table(columns=[key, "reconstruction"]).sort_by(key)
                               .column("reconstruction"))
         result = evaluate_tokens(x.astype(np.int64), decoded, model_scores.score, model_scores.split)
     else:
-        baseline = Scored(split=split, score=pca_scores(x, split, manifest["params"]["model"]["latent_dim"],
-                                                        cfg.seed), label=model_scores.label)
+        baseline = Scored(split=split, score=pca_scores(x, split, latent_dim, cfg.seed),
+                          label=model_scores.label)
         result = evaluate_scores(model_scores, baseline)
     if "predicted_class" in frame.columns and "label" in frame.columns:
         result["model"]["accuracy"] = class_accuracy(frame)
+
+    # Anomaly flags: a threshold fitted on validation scores, one flag per row.
+    threshold = choose_threshold(model_scores, cfg.evaluate.threshold)
+    flags = model_scores.score > threshold.value
+    result["threshold"] = threshold.to_dict()
+    result["anomalies"] = flag_summary(model_scores, flags)
     result["rows"] = len(frame)
-    write_json_atomic(cfg.paths.eval_metrics, result)
+    report_path = Path(cfg.paths.anomalies)
+    write_text_atomic(report_path, frame.assign(is_anomaly=flags).to_csv(index=False))
+
     plot_dir = Path(cfg.paths.plots)
     clean_stale_staging(plot_dir)
     with publishing(plot_dir) as staging:
-        plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
-        plots.score_histogram(model_scores.score, model_scores.split, model_scores.label,
-                              staging / "scores.png")
-    print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}: "
+        skipped = _evaluation_plots(
+            cfg, staging, spec, dataset, frame, vectors(table.column("latent")), x, model_scores,
+            baseline, result, threshold, flags, has_reconstructions="reconstruction" in vector_columns,
+            pca_name=f"PCA, {latent_dim} components")
+    if skipped:
+        result["plots_skipped"] = skipped
+    write_json_atomic(cfg.paths.eval_metrics, result)
+    for name, reason in skipped.items():
+        print(f"evaluate: no {plot_dir / name}: {reason}")
+    print(f"evaluated {len(frame)} rows -> {cfg.paths.eval_metrics}, {report_path} "
+          f"({int(flags.sum())} flagged): "
           + json.dumps({k: v for k, v in result.items() if k != "rows"}, sort_keys=True))
+
+
+def _evaluation_plots(cfg: Config, staging: Path, spec: DataSpec, dataset: pads.Dataset,
+                      frame: pd.DataFrame, latent: np.ndarray, x: np.ndarray, scored, baseline,
+                      result: dict[str, Any], threshold, flags: np.ndarray, has_reconstructions: bool,
+                      pca_name: str) -> dict[str, str]:
+    """Write every plot into `staging`; returns {plot: why it was not drawn}."""
+    from seqmodels import plots
+    from seqmodels.distributed.infer import vectors
+    from seqmodels.distributed.live import read_history
+    from seqmodels.evaluation import latent_projection, pick_examples, roc_points
+
+    skipped: dict[str, str] = {}
+    plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
+    threshold_text = (f"({threshold.percentile:g}th percentile of {threshold.fitted_on})"
+                      if threshold.method == "percentile" else f"(best F1 on {threshold.fitted_on})")
+    plots.score_histogram(scored.score, scored.split, scored.label, staging / "scores.png",
+                          threshold.value, threshold_text)
+    projection, explained = latent_projection(latent, cfg.seed)
+    label = frame["label"].to_numpy() if "label" in frame.columns else None
+    plots.latent_scatter(projection, scored.split, label, "anomaly" if spec.anomaly_labels else "class",
+                         staging / "latents.png", explained, cfg.seed)
+
+    test = scored.split == "test"
+    if scored.label is not None and result["model"].get("test_auroc") is not None:
+        points = roc_points(scored.score[test], scored.label[test])
+        points.to_csv(staging / "roc.csv", index=False)  # for `dvc plots show`
+        curves = {"model": (points["fpr"].to_numpy(), points["tpr"].to_numpy(),
+                            result["model"]["test_auroc"])}
+        if baseline is not None and result["pca"].get("test_auroc") is not None:
+            pca_points = roc_points(baseline.score[test], baseline.label[test])
+            curves[pca_name] = (pca_points["fpr"].to_numpy(), pca_points["tpr"].to_numpy(),
+                                result["pca"]["test_auroc"])
+        false_positive_rate = float(np.mean(flags[test][scored.label[test] == 0]))
+        plots.roc(curves, staging / "roc.png",
+                  operating_point=(false_positive_rate, result["anomalies"]["test"]["recall"]))
+    elif spec.has_labels and not spec.anomaly_labels:
+        skipped["roc.png"] = "the labels are class ids, not anomaly flags"
+    else:
+        skipped["roc.png"] = result["model"].get("test_auroc_note", "no anomaly labels in the data")
+
+    if not has_reconstructions:
+        skipped["examples.png"] = "the outputs hold no reconstructions (infer.write_reconstructions=false)"
+        return skipped
+    key = spec.id_column
+    picked = pick_examples(scored.score, scored.split, scored.label, cfg.evaluate.examples, cfg.seed)
+    ids = frame[key].to_numpy()
+    wanted = ids[np.concatenate(list(picked.values()))]
+    rows = dataset.to_table(columns=[key, "reconstruction"], filter=pads.field(key).isin(wanted))
+    reconstruction = dict(zip(rows.column(key).to_pylist(), vectors(rows.column("reconstruction")),
+                              strict=True))
+    vocab = Path(cfg.paths.prepared) / VOCAB_FILE
+    shown = plots.Examples(
+        groups={group: [{"id": ids[i], "score": float(scored.score[i]), "x": x[i],
+                         "reconstruction": reconstruction[ids[i]]} for i in members]
+                for group, members in picked.items()},
+        input_shape=spec.input_shape, features=spec.features, id_column=key,
+        vocab=json.loads(vocab.read_text())["tokens"] if vocab.is_file() else None)
+    plots.EXAMPLE_PLOTS[spec.kind](shown, staging / "examples.png")
+    return skipped
 
 
 STAGES = {"prepare": prepare, "validate": validate, "train": train, "infer": infer, "evaluate": evaluate}

@@ -53,7 +53,8 @@ def tiny_config(tmp_path: Path, **sections) -> Config:
             "prepared": "prepared", "validation_report": "reports/validation.json",
             "model": "models/latest", "train_metrics": "metrics/train.json",
             "train_live": "metrics/live", "outputs": "outputs/latents",
-            "eval_metrics": "metrics/eval.json", "plots": "plots"}.items()},
+            "eval_metrics": "metrics/eval.json", "plots": "plots",
+            "anomalies": "reports/anomalies.csv"}.items()},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)

@@ -46,8 +46,11 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     evaluation = json.loads((repo_copy / "metrics/eval.json").read_text())
     assert 0.0 <= evaluation["model"]["test_auroc"] <= 1.0
     assert evaluation["pca"]["mse"]["test"] > 0
-    for png in ("plots/loss.png", "plots/scores.png"):
-        assert (repo_copy / png).stat().st_size > 1000
+    for png in ("loss", "scores", "latents", "roc", "examples"):
+        assert (repo_copy / f"plots/{png}.png").stat().st_size > 1000
+    assert evaluation["threshold"]["method"] == "percentile"
+    anomalies = (repo_copy / "reports/anomalies.csv").read_text().splitlines()
+    assert len(anomalies) == 201 and anomalies[0].endswith("score,is_anomaly")
     assert (repo_copy / "dvc.lock").exists()
 
     shown = sh("dvc", "metrics", "show", "--json", cwd=repo_copy)
@@ -55,6 +58,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo_copy).stdout)["data"]
     loss_curve_data = json.dumps(plots["loss_curves"])
     assert "train_loss" in loss_curve_data and "val_loss" in loss_curve_data
+    assert "fpr" in json.dumps(plots["roc"]) and "plots/examples.png" in plots
 
     again = sh("dvc", "repro", cwd=repo_copy)
     assert "Running stage" not in again.stdout
@@ -70,6 +74,8 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     rerun = sh("dvc", "repro", cwd=repo_copy)
     assert "Running stage 'infer'" in rerun.stdout and "Running stage 'train'" not in rerun.stdout
     commit(repo_copy, "outputs without reconstructions")
+    evaluation = json.loads((repo_copy / "metrics/eval.json").read_text())
+    assert "examples.png" in evaluation["plots_skipped"] and not (repo_copy / "plots/examples.png").exists()
 
     old = read_outputs(first_rev, repo=str(repo_copy)).sort_by("window_id")
     assert old.equals(first_rows)
