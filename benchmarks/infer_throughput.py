@@ -41,7 +41,7 @@ import torch
 from seqmodels.checkpoints import export_model
 from seqmodels.config import config_from_mapping
 from seqmodels.data.prepare import DataSpec, examples_to_arrow
-from seqmodels.distributed.infer import Predictor, model_files, predict_to_parquet
+from seqmodels.distributed.infer import Predictor, model_source, predict_to_parquet
 from seqmodels.models import build_model
 
 RESULTS = Path(__file__).parent / "results" / "infer_throughput.json"
@@ -97,7 +97,8 @@ class PeakMemory:
 
 
 def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> None:
-    predictor = Predictor(model_files(model_dir), use_gpu=False, write_reconstructions=True)
+    predictor = Predictor(model_source(model_dir, ship_files=False), use_gpu=False,
+                          write_reconstructions=True)
     writer = None
     for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size):
         result = predictor(pa.Table.from_batches([batch]))

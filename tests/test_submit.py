@@ -213,3 +213,29 @@ def test_job_overrides_keep_params_comments_and_validate(tmp_path):
     assert "# Every knob of the pipeline" in text  # comments survive, as with dvc exp run -S
     with pytest.raises(ConfigError, match=r"train\.epochz"):
         apply_overrides(params, ["train.epochz=3"])
+
+
+def test_predictor_from_shipped_model_files_matches_the_folder(tmp_path):
+    """On a multi-node cluster the actors get the model's files, not a path: same outputs."""
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from seqmodels.checkpoints import export_model
+    from seqmodels.config import ModelConfig
+    from seqmodels.data.prepare import DataSpec
+    from seqmodels.distributed.infer import Predictor, fixed_list, model_source
+    from seqmodels.models import build_model
+
+    spec = DataSpec(kind="series", input_shape=(16, 1), features=("value",))
+    cfg = ModelConfig(kind="conv", hidden_size=4, latent_dim=3)
+    torch.manual_seed(0)
+    export_model(tmp_path / "model", build_model(cfg, spec).state_dict(), cfg, spec)
+    batch = pa.table({"window_id": pa.array(np.arange(5)),
+                      "x": fixed_list(np.random.default_rng(0).normal(size=(5, 16)))})
+    shipped = model_source(tmp_path / "model", ship_files=True)
+    assert isinstance(shipped, dict) and set(shipped) == {"model.pt", "model.json"}
+    by_files = Predictor(shipped, use_gpu=False, write_reconstructions=True)(batch)
+    by_path = Predictor(model_source(tmp_path / "model", ship_files=False), use_gpu=False,
+                        write_reconstructions=True)(batch)
+    assert by_files.equals(by_path)

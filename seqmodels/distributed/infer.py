@@ -47,15 +47,17 @@ def vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 class Predictor:
     """Callable class for map_batches: one model per actor, Arrow in, Arrow out."""
 
-    def __init__(self, model_files: dict[str, bytes], use_gpu: bool, write_reconstructions: bool):
+    def __init__(self, model: str | dict[str, bytes], use_gpu: bool, write_reconstructions: bool):
+        """`model`: the exported model folder, or its files by name (see model_source)."""
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        # The files travel with the actor (through the object store) rather than as a path:
-        # on a cluster the actor's node does not have the driver's models/ folder.
-        with tempfile.TemporaryDirectory() as directory:
-            for name, content in model_files.items():
-                (Path(directory) / name).write_bytes(content)
-            model, _, _ = load_exported_model(directory)
-        self.model = model.to(self.device).eval()
+        if isinstance(model, str):
+            loaded, _, _ = load_exported_model(model)
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                for name, content in model.items():
+                    (Path(directory) / name).write_bytes(content)
+                loaded, _, _ = load_exported_model(directory)
+        self.model = loaded.to(self.device).eval()
         self.write_reconstructions = write_reconstructions
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -78,8 +80,12 @@ class Predictor:
         return result
 
 
-def model_files(model_dir: str | Path) -> dict[str, bytes]:
-    """The exported model folder's files by name (weights and model card: small)."""
+def model_source(model_dir: str | Path, ship_files: bool) -> str | dict[str, bytes]:
+    """What the predictor actors load: the folder's path when they share this node's disk,
+    else its files by name (small), which travel with the actor through the object store
+    because on a cluster the actor's node does not have the driver's models/ folder."""
+    if not ship_files:
+        return str(Path(model_dir).resolve())
     return {path.name: path.read_bytes() for path in sorted(Path(model_dir).iterdir()) if path.is_file()}
 
 
@@ -168,10 +174,11 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
 
     from seqmodels.distributed.runtime import multi_node, ray_data_path
 
+    spread = multi_node()
     dataset = ray.data.read_parquet(ray_data_path(input_path))
     predictions = dataset.map_batches(
         Predictor,
-        fn_constructor_kwargs={"model_files": model_files(model_dir),
+        fn_constructor_kwargs={"model": model_source(model_dir, ship_files=spread),
                                "use_gpu": cfg.infer.use_gpu,
                                "write_reconstructions": cfg.infer.write_reconstructions},
         batch_size=cfg.infer.batch_size,
@@ -180,4 +187,4 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
         num_cpus=1,
         num_gpus=1 if cfg.infer.use_gpu else 0,
     )
-    predictions.write_datasink(ordered_parquet_sink(output_dir, pin_to_driver=multi_node()))
+    predictions.write_datasink(ordered_parquet_sink(output_dir, pin_to_driver=spread))
