@@ -106,6 +106,9 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
     directory = str(Path(output_dir).resolve())
 
     class OrderedParquetSink(Datasink):
+        def on_write_start(self, schema=None) -> None:  # on the driver, before any write task
+            Path(directory).mkdir(parents=True, exist_ok=True)
+
         def write(self, blocks, ctx) -> None:
             writer = None
             try:
