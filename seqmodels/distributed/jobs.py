@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqmodels.config import load_config
+from seqmodels.config import apply_override, load_config
 from seqmodels.distributed.results import upload
 from seqmodels.errors import SeqmodelsError
 
@@ -34,18 +34,12 @@ RECORDS = ("dvc.lock", "params.yaml")  # handed back with the outputs: what DVC 
 
 def apply_overrides(params: Path, overrides: Sequence[str]) -> None:
     """Write `KEY=VALUE` overrides into params.yaml, keeping its comments (as `dvc exp run -S`)."""
-    import yaml
     from dvc.utils.serialize import modify_yaml
 
     load_config(params, list(overrides))  # a bad key or value fails here with the usual message
     with modify_yaml(params) as document:
         for override in overrides:
-            key, _, value = override.partition("=")
-            *parents, leaf = key.split(".")
-            node = document
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
+            apply_override(document, override)  # the same parsing as every --set
 
 
 def stage_outputs(root: Path, target: str | None) -> tuple[list[str], list[str]]:
