@@ -12,11 +12,19 @@ the processes mapping them) summed over this process and all its descendants, sa
 every 0.2 s, for the Ray run on N and on 10 x N rows: streaming means the second must
 not need 10 x the memory.
 
-The Ray run pays a fixed cost (actor start-up with the model load, Ray Data's planning and
-file listing) that the plain loop does not; from the runs at two sizes the script also
-reports that fixed cost and the marginal rows/s, so a ratio can be read for any size.
+Two setups, each giving the model the same cores on both sides:
 
-    .venv/bin/python benchmarks/infer_throughput.py                  # 1M windows, ~10 min
+  1 core     the plain loop with one torch thread; Ray with one predictor actor of one CPU
+             (Ray's reads and writes still run in other processes, on the other core)
+  N cores    the plain loop with N torch threads; Ray with N predictor actors (N = --cores,
+             default this machine's CPU count)
+
+The Ray run pays a fixed cost (Ray Data's planning, worker and actor start-up with torch's
+import and the model load) that the plain loop does not; from the runs at two sizes the
+script also reports that fixed cost and the marginal rows/s, so a ratio can be read for any
+size. For the memory figures it also records which processes held the most at the peak.
+
+    .venv/bin/python benchmarks/infer_throughput.py                  # 1M windows, ~8 min on 2 cores
     .venv/bin/python benchmarks/infer_throughput.py --rows 1000000 --rows 4000000
     .venv/bin/python benchmarks/infer_throughput.py --rows 100000    # quicker look
 """
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -68,23 +77,28 @@ def write_windows(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) ->
 
 
 class PeakMemory:
-    """Largest PSS of this process tree, sampled on a thread."""
+    """Largest PSS of this process tree, sampled on a thread, and who held it at the peak."""
 
     def __init__(self, interval_s: float = 0.2):
-        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+        self.interval_s, self.peak, self.at_peak, self._stop = interval_s, 0, {}, threading.Event()
 
-    def _sample(self) -> int:
+    @staticmethod
+    def _sample() -> dict[str, int]:
+        """PSS by process title (Ray names its workers ray::<task or actor>)."""
         root = psutil.Process()
-        total = 0
+        by_title: dict[str, int] = {}
         for process in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += process.memory_full_info().pss
-        return total
+                title = " ".join(process.cmdline())[:40] or process.name()
+                by_title[title] = by_title.get(title, 0) + process.memory_full_info().pss
+        return by_title
 
     def __enter__(self) -> PeakMemory:
         def loop() -> None:
             while not self._stop.is_set():
-                self.peak = max(self.peak, self._sample())
+                sample = self._sample()
+                if sum(sample.values()) > self.peak:
+                    self.peak, self.at_peak = sum(sample.values()), sample
                 time.sleep(self.interval_s)
 
         self._thread = threading.Thread(target=loop, daemon=True)
@@ -94,6 +108,11 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+    def top(self, n: int = 6) -> dict[str, int]:
+        """The n largest holders at the peak, MiB."""
+        ranked = sorted(self.at_peak.items(), key=lambda item: -item[1])[:n]
+        return {title: round(pss / 2**20) for title, pss in ranked}
 
 
 def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> None:
@@ -107,6 +126,25 @@ def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> N
     writer.close()
 
 
+def timed_plain(model_dir: Path, source: Path, target: Path, batch_size: int, rows: int) -> dict:
+    started = time.perf_counter()
+    run_plain(model_dir, source, target, batch_size)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds)}
+
+
+def timed_ray(cfg, model_dir: Path, source: Path, target: Path, rows: int) -> dict:
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        predict_to_parquet(cfg, model_dir, source, target)
+        seconds = time.perf_counter() - started
+    written = pq.ParquetDataset(target).read(columns=["window_id"]).num_rows
+    assert written == rows, f"ray wrote {written} rows for {rows}"
+    return {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
+            "files": len(list(target.glob("*.parquet"))),
+            "peak_pss_mib": round(memory.peak / 2**20), "peak_pss_top_mib": memory.top()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append", default=None,
@@ -114,57 +152,61 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, default=100_000,
                         help="N for the memory comparison (N vs 10 x N; 10 x N is --rows by default)")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                        help="the all-cores setup: torch threads of the plain loop = predictor actors")
     args = parser.parse_args()
     throughput_sizes = sorted(set(args.rows or [1_000_000]))
-    torch.set_num_threads(1)  # one predictor actor holds one CPU
+    # (torch threads of the plain loop, Ray predictor actors of one CPU each)
+    setups = {"1 core": (1, 1)}
+    if args.cores > 1:
+        setups[f"{args.cores} cores"] = (args.cores, args.cores)
 
-    cfg = config_from_mapping({"infer": {"batch_size": args.batch_size, "concurrency": 1},
-                               "ray": {"num_cpus": 4, "data_cpu_limit": 1}}, "infer benchmark")
     spec = DataSpec(kind="series", input_shape=(WINDOW, 1), features=("value",))
-    model_cfg = cfg.model.model_copy(update={"kind": "conv", "hidden_size": 16, "latent_dim": 8})
+    base = config_from_mapping({"ray": {"num_cpus": 2 * args.cores, "data_cpu_limit": 1}}, "infer benchmark")
+    model_cfg = base.model.model_copy(update={"kind": "conv", "hidden_size": 16, "latent_dim": 8})
     torch.manual_seed(0)
     model = build_model(model_cfg, spec)
-    result: dict = {"window": WINDOW, "batch_size": args.batch_size, "model": "conv hidden 16 latent 8"}
+    result: dict = {"window": WINDOW, "batch_size": args.batch_size, "model": "conv hidden 16 latent 8",
+                    "setups": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         export_model(root / "model", model.state_dict(), model_cfg, spec)
-        sizes = sorted({args.memory_rows, 10 * args.memory_rows, *throughput_sizes})
-        for rows in sizes:
+        memory_sizes = [args.memory_rows, 10 * args.memory_rows]
+        for rows in sorted({*memory_sizes, *throughput_sizes}):
             write_windows(root / f"in-{rows}.parquet", rows)
 
         from seqmodels.distributed.runtime import init_ray
 
-        init_ray(cfg.ray)  # both runs share the machine with the same idle Ray daemons
-        plain = {}
-        for rows in throughput_sizes:
-            started = time.perf_counter()
-            run_plain(root / "model", root / f"in-{rows}.parquet", root / "plain.parquet", args.batch_size)
-            seconds = time.perf_counter() - started
-            plain[rows] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds)}
-            print("plain", rows, plain[rows], flush=True)
-        runs = {}
-        for rows in sizes:
-            with PeakMemory() as memory:
-                started = time.perf_counter()
-                predict_to_parquet(cfg, root / "model", root / f"in-{rows}.parquet", root / f"ray-{rows}")
-                seconds = time.perf_counter() - started
-            written = pq.ParquetDataset(root / f"ray-{rows}").read(columns=["window_id"]).num_rows
-            assert written == rows, f"ray wrote {written} rows for {rows}"
-            runs[rows] = {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
-                          "peak_pss_mib": round(memory.peak / 2**20)}
-            print(rows, runs[rows], flush=True)
-    small, large = min(runs), max(runs)
-    marginal = (large - small) / (runs[large]["seconds"] - runs[small]["seconds"])
-    result |= {
-        "plain": {str(rows): run for rows, run in plain.items()},
-        "ray": {str(rows): run for rows, run in runs.items()},
-        "ray_vs_plain_throughput": {str(rows): round(runs[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
-                                    for rows in throughput_sizes},
-        "ray_marginal_rows_per_s": round(marginal),
-        "ray_fixed_seconds": round(runs[small]["seconds"] - small / marginal, 1),
-        "peak_memory_10x_vs_1x": round(runs[10 * args.memory_rows]["peak_pss_mib"]
-                                       / runs[args.memory_rows]["peak_pss_mib"], 3),
-    }
+        init_ray(base.ray)  # every run shares the machine with the same idle Ray daemons
+        for name, (threads, actors) in setups.items():
+            torch.set_num_threads(threads)
+            cfg = base.model_copy(update={"infer": base.infer.model_copy(
+                update={"batch_size": args.batch_size, "concurrency": actors})})
+            sizes = sorted({*throughput_sizes, *(memory_sizes if actors == 1 else [])})
+            plain, ray_runs = {}, {}
+            for rows in throughput_sizes:
+                plain[rows] = timed_plain(root / "model", root / f"in-{rows}.parquet", root / "plain.parquet",
+                                          args.batch_size, rows)
+                print(name, "plain", rows, plain[rows], flush=True)
+            for rows in sizes:
+                ray_runs[rows] = timed_ray(cfg, root / "model", root / f"in-{rows}.parquet",
+                                           root / f"ray-{actors}-{rows}", rows)
+                print(name, "ray", rows, ray_runs[rows], flush=True)
+            small, large = min(ray_runs), max(ray_runs)
+            marginal = (large - small) / (ray_runs[large]["seconds"] - ray_runs[small]["seconds"])
+            result["setups"][name] = {
+                "plain_torch_threads": threads, "ray_predictor_actors": actors,
+                "plain": {str(rows): run for rows, run in plain.items()},
+                "ray": {str(rows): run for rows, run in ray_runs.items()},
+                "ray_vs_plain_throughput": {
+                    str(rows): round(ray_runs[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
+                    for rows in throughput_sizes},
+                "ray_marginal_rows_per_s": round(marginal),
+                "ray_fixed_seconds": round(ray_runs[small]["seconds"] - small / marginal, 1),
+            }
+            if actors == 1:
+                result["peak_memory_10x_vs_1x"] = round(
+                    ray_runs[memory_sizes[1]]["peak_pss_mib"] / ray_runs[memory_sizes[0]]["peak_pss_mib"], 3)
     print(json.dumps(result, indent=2))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

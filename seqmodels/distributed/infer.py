@@ -27,6 +27,10 @@ VECTOR_COLUMNS = ("x",)
 # buffers pin far more heap than their Arrow size: the actor's private memory reached
 # 2.2 GiB on 1M rows vs 0.8 GiB on 100k. Small blocks keep it flat (0.54 vs 0.58 GiB).
 INFER_BLOCK_BYTES = 8 << 20
+# Each write task gets blocks worth at least this much, so output files are tens of MB
+# rather than one per 8 MiB block: 1M windows went from 210 files (a write task, a
+# ParquetWriter and a footer each) to 5, and the run from 42-45 s to 37-39 s on 2 cores.
+INFER_FILE_BYTES = 64 << 20
 
 
 def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -127,6 +131,10 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
         @property
         def supports_distributed_writes(self) -> bool:
             return not pin_to_driver
+
+        @property
+        def min_bytes_per_write(self) -> int:
+            return INFER_FILE_BYTES
 
     return OrderedParquetSink()
 
