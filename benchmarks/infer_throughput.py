@@ -49,7 +49,7 @@ import torch
 
 from seqmodels.checkpoints import export_model
 from seqmodels.config import config_from_mapping
-from seqmodels.data.prepare import DataSpec, examples_to_arrow
+from seqmodels.data.prepare import DataSpec, examples_to_arrow, parquet_write_options
 from seqmodels.distributed.infer import Predictor, model_source, predict_to_parquet
 from seqmodels.models import build_model
 
@@ -71,7 +71,7 @@ def write_windows(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) ->
                  "split": np.where(ids % 10 < 8, "train", "test"), "start": (ids % 10) * WINDOW,
                  "x": list(x.astype(np.float32))}
         table = examples_to_arrow(pd.DataFrame(frame), WINDOW)
-        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer = writer or pq.ParquetWriter(path, table.schema, **parquet_write_options(table.schema))
         writer.write_table(table)
     writer.close()
 
@@ -121,7 +121,7 @@ def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> N
     writer = None
     for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size):
         result = predictor(pa.Table.from_batches([batch]))
-        writer = writer or pq.ParquetWriter(target, result.schema)
+        writer = writer or pq.ParquetWriter(target, result.schema, **parquet_write_options(result.schema))
         writer.write_table(result)
     writer.close()
 
@@ -192,8 +192,6 @@ def main() -> None:
                 ray_runs[rows] = timed_ray(cfg, root / "model", root / f"in-{rows}.parquet",
                                            root / f"ray-{actors}-{rows}", rows)
                 print(name, "ray", rows, ray_runs[rows], flush=True)
-            small, large = min(ray_runs), max(ray_runs)
-            marginal = (large - small) / (ray_runs[large]["seconds"] - ray_runs[small]["seconds"])
             result["setups"][name] = {
                 "plain_torch_threads": threads, "ray_predictor_actors": actors,
                 "plain": {str(rows): run for rows, run in plain.items()},
@@ -201,9 +199,13 @@ def main() -> None:
                 "ray_vs_plain_throughput": {
                     str(rows): round(ray_runs[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
                     for rows in throughput_sizes},
-                "ray_marginal_rows_per_s": round(marginal),
-                "ray_fixed_seconds": round(ray_runs[small]["seconds"] - small / marginal, 1),
             }
+            if len(ray_runs) > 1:
+                small, large = min(ray_runs), max(ray_runs)
+                marginal = (large - small) / (ray_runs[large]["seconds"] - ray_runs[small]["seconds"])
+                result["setups"][name] |= {
+                    "ray_marginal_rows_per_s": round(marginal),
+                    "ray_fixed_seconds": round(ray_runs[small]["seconds"] - small / marginal, 1)}
             if actors == 1:
                 result["peak_memory_10x_vs_1x"] = round(
                     ray_runs[memory_sizes[1]]["peak_pss_mib"] / ray_runs[memory_sizes[0]]["peak_pss_mib"], 3)

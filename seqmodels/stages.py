@@ -24,6 +24,7 @@ from seqmodels.data.prepare import (
     VOCAB_FILE,
     DataSpec,
     examples_to_arrow,
+    parquet_write_options,
 )
 from seqmodels.errors import DataError, DataValidationError
 from seqmodels.outputs import (
@@ -59,8 +60,8 @@ def prepare(cfg: Config) -> None:
     report.unlink(missing_ok=True)  # a report of an earlier failure no longer applies
     spec = prepared.spec
     with publishing(target) as staging:
-        pq.write_table(examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete),
-                       staging / EXAMPLES_FILE)
+        examples = examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete)
+        pq.write_table(examples, staging / EXAMPLES_FILE, **parquet_write_options(examples.schema))
         write_json_atomic(staging / SPEC_FILE, spec.to_dict())
         for name, payload in prepared.artifacts.items():
             if isinstance(payload, pd.DataFrame):

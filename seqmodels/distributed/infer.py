@@ -18,6 +18,7 @@ import torch
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
+from seqmodels.data.prepare import parquet_write_options
 from seqmodels.errors import ConfigError
 
 VECTOR_COLUMNS = ("x",)
@@ -122,7 +123,8 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
                         continue
                     if writer is None:
                         part = f"{directory}/part-{ctx.task_idx:05d}.parquet"
-                        writer = pq.ParquetWriter(part, table.schema)
+                        writer = pq.ParquetWriter(part, table.schema,
+                                                  **parquet_write_options(table.schema))
                     writer.write_table(table)
             finally:
                 if writer is not None:
