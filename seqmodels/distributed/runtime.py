@@ -20,7 +20,12 @@ from seqmodels.errors import SeqmodelsError
 # with fresh mmap/munmap calls (5x the page faults of the same loop in a plain process),
 # which cost 15-20% of training speed. Fixed thresholds keep such buffers on the heap for
 # reuse: measured 8,100 -> 10,000 samples/s for the same loop in a Ray task (plain: 10,100).
-WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+# Ray Train and Ray Data run the user's code in a thread, whose malloc arena is a separate
+# mmap'd heap that the thresholds above do not keep: the plain inference loop ran 12%
+# slower in a thread of a Ray actor (8.0-8.3 s vs 7.2 s for 300k windows) until one arena
+# (MALLOC_ARENA_MAX=1) brought it back to 7.3 s.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+                 "MALLOC_ARENA_MAX": "1"}
 
 
 def init_ray(cfg: RayConfig) -> None:
