@@ -101,6 +101,7 @@ def _outputs(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
+    from seqmodels.data.prepare import parquet_write_options
     from seqmodels.versions import read_manifest, read_outputs
 
     if args.action == "show":
@@ -112,7 +113,7 @@ def _outputs(args: argparse.Namespace) -> None:
     columns = args.columns.split(",") if args.columns else None
     table = read_outputs(args.rev, path=args.path, repo=args.repo, columns=columns)
     if args.to:
-        pq.write_table(table, args.to)
+        pq.write_table(table, args.to, **parquet_write_options(table.schema))
         print(f"wrote {table.num_rows} rows to {args.to}")
     else:
         print(table.slice(0, args.head).to_pandas().to_string())
