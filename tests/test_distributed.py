@@ -159,6 +159,9 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
         infer.predict_to_parquet(cfg, tmp_path / "model", tmp_path / "examples.parquet", tmp_path / name)
         runs.append({part.name: part.read_bytes() for part in sorted((tmp_path / name).glob("*.parquet"))})
     assert len(runs[0]) > 2, "the small file target should have split the output"
+    # ... into files of about the target size, not one per (64 KiB) block
+    output_bytes = pq.read_table(tmp_path / "first").nbytes
+    assert len(runs[0]) <= -(-output_bytes // (256 << 10)), (len(runs[0]), output_bytes)
     ids = np.concatenate([pq.read_table(tmp_path / "first" / part, columns=["window_id"])
                           ["window_id"].to_numpy() for part in runs[0]])
     assert ids.tolist() == list(range(rows))
