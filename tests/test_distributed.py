@@ -166,3 +166,29 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
                           ["window_id"].to_numpy() for part in runs[0]])
     assert ids.tolist() == list(range(rows))
     assert runs[0] == runs[1]
+
+
+def test_local_ray_workers_get_the_malloc_settings_from_the_raylet(tiny):
+    """Locally the settings reach tasks and actors through the raylet's environment, not a
+    job runtime_env (which would keep Ray from using its pre-started workers)."""
+    import os
+
+    import ray
+
+    from seqmodels.distributed.runtime import WORKER_MALLOC, init_ray
+
+    init_ray(tiny.ray)
+
+    @ray.remote(num_cpus=0)
+    def task_environment() -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in WORKER_MALLOC}
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def environment(self) -> dict[str, str | None]:
+            return {name: os.environ.get(name) for name in WORKER_MALLOC}
+
+    probe = Probe.remote()
+    assert ray.get(task_environment.remote()) == WORKER_MALLOC
+    assert ray.get(probe.environment.remote()) == WORKER_MALLOC
+    ray.kill(probe)
