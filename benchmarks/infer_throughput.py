@@ -1,16 +1,19 @@
 """Batch inference: the Ray Data pipeline against a plain PyTorch loop, and its peak memory.
 
-Same exported model, same Parquet in, Parquet out, same batch size, in one process:
+Same exported model, same Parquet in, Parquet out, same batch size:
 
-  plain    pyarrow iter_batches -> Predictor (no_grad) -> ParquetWriter, one process
+  plain    pyarrow iter_batches -> Predictor (no_grad) -> ParquetWriter, in one fresh process
   ray      seqmodels.distributed.infer.predict_to_parquet (read_parquet -> map_batches
            actor pool -> write_parquet), as the infer stage runs it
 
-Throughput is rows/s over the whole run (reading, the model, writing). Peak memory is the
-largest proportional set size (PSS: shared pages such as Ray's object store split across
-the processes mapping them) summed over this process and all its descendants, sampled
-every 0.2 s, for the Ray run on N and on 10 x N rows: streaming means the second must
-not need 10 x the memory.
+Throughput is rows/s over the whole run (reading, the model, writing): the median of
+--repeats runs, plain and Ray alternating so that both see the same machine (this VM's
+speed drifts by 20% over minutes). Peak memory is the largest proportional set size (PSS:
+shared pages such as Ray's object store split across the processes mapping them) summed
+over this process and all its descendants, sampled every 0.2 s, for the Ray run on N and
+on 10 x N rows: streaming means the second must not need 10 x the memory. Those memory
+runs are separate from the timed ones: one sample costs ~0.1 s of CPU, which slowed a
+timed 1M run by 2-5 s on 2 cores.
 
 Two setups, each giving the model the same cores on both sides:
 
@@ -20,13 +23,15 @@ Two setups, each giving the model the same cores on both sides:
              default this machine's CPU count)
 
 The Ray run pays a fixed cost (Ray Data's planning, worker and actor start-up with torch's
-import and the model load) that the plain loop does not; from the runs at two sizes the
+import and the model load) that the plain loop does not; given two --rows sizes the
 script also reports that fixed cost and the marginal rows/s, so a ratio can be read for any
-size. For the memory figures it also records which processes held the most at the peak.
+size. The memory runs go first and also start Ray Data's own actors, so the timed runs
+see the warm local Ray a stage would share with a cluster. For the memory figures it also
+records which processes held the most at the peak.
 
-    .venv/bin/python benchmarks/infer_throughput.py                  # 1M windows, ~8 min on 2 cores
-    .venv/bin/python benchmarks/infer_throughput.py --rows 1000000 --rows 4000000
-    .venv/bin/python benchmarks/infer_throughput.py --rows 100000    # quicker look
+    .venv/bin/python benchmarks/infer_throughput.py       # 1M windows, memory at 1M and 10M: ~25 min
+    .venv/bin/python benchmarks/infer_throughput.py --rows 100000 --rows 1000000
+    .venv/bin/python benchmarks/infer_throughput.py --rows 100000 --memory-rows 100000 --repeats 1
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -115,7 +123,7 @@ class PeakMemory:
         return {title: round(pss / 2**20) for title, pss in ranked}
 
 
-def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> None:
+def run_plain(model_dir: str | Path, source: str | Path, target: str | Path, batch_size: int) -> None:
     predictor = Predictor(model_source(model_dir, ship_files=False), use_gpu=False,
                           write_reconstructions=True)
     writer = None
@@ -126,32 +134,65 @@ def run_plain(model_dir: Path, source: Path, target: Path, batch_size: int) -> N
     writer.close()
 
 
-def timed_plain(model_dir: Path, source: Path, target: Path, batch_size: int, rows: int) -> dict:
-    started = time.perf_counter()
-    run_plain(model_dir, source, target, batch_size)
-    seconds = time.perf_counter() - started
+PLAIN_RUN = """
+import sys, time, torch
+sys.path.insert(0, sys.argv[1])
+from infer_throughput import run_plain
+torch.set_num_threads(int(sys.argv[6]))
+started = time.perf_counter()
+run_plain(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+print(time.perf_counter() - started)
+"""
+
+
+def timed_plain(model_dir: Path, source: Path, target: Path, batch_size: int, rows: int,
+                threads: int) -> dict:
+    """The plain loop in a fresh process, as a plain-PyTorch stage would run, timed from
+    inside it (its interpreter start and imports are not counted; Ray's actor start-up is).
+    It inherits the malloc settings init_ray put in this environment, as Ray's workers do.
+    Run in this process instead, the loop took 24.6-26.3 s for 1M windows in one run and
+    32-34 s in a run where this process had first generated a 10M-window input."""
+    done = subprocess.run([sys.executable, "-c", PLAIN_RUN, str(Path(__file__).parent), str(model_dir),
+                           str(source), str(target), str(batch_size), str(threads)],
+                          capture_output=True, text=True, check=True)
+    seconds = float(done.stdout.split()[-1])
     return {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds)}
 
 
 def timed_ray(cfg, model_dir: Path, source: Path, target: Path, rows: int) -> dict:
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        predict_to_parquet(cfg, model_dir, source, target)
-        seconds = time.perf_counter() - started
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    predict_to_parquet(cfg, model_dir, source, target)
+    seconds = time.perf_counter() - started
     written = pq.ParquetDataset(target).read(columns=["window_id"]).num_rows
     assert written == rows, f"ray wrote {written} rows for {rows}"
     return {"seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
-            "files": len(list(target.glob("*.parquet"))),
-            "peak_pss_mib": round(memory.peak / 2**20), "peak_pss_top_mib": memory.top()}
+            "files": len(list(target.glob("*.parquet")))}
+
+
+def ray_peak_memory(cfg, model_dir: Path, source: Path, target: Path) -> dict:
+    shutil.rmtree(target, ignore_errors=True)
+    with PeakMemory() as memory:
+        predict_to_parquet(cfg, model_dir, source, target)
+    return {"peak_pss_mib": round(memory.peak / 2**20), "peak_pss_top_mib": memory.top()}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median seconds, with every run's seconds beside it."""
+    ranked = sorted(runs, key=lambda run: run["seconds"])
+    return ranked[len(ranked) // 2] | {"all_seconds": [run["seconds"] for run in runs]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append", default=None,
                         help="windows for a throughput comparison (repeatable; default 1,000,000)")
-    parser.add_argument("--memory-rows", type=int, default=100_000,
-                        help="N for the memory comparison (N vs 10 x N; 10 x N is --rows by default)")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000,
+                        help="N for the memory comparison (N vs 10 x N); N must be large enough that "
+                             "Ray Data's capped buffers fill, as they do at 1M windows but not 100k")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per size and side, plain and Ray alternating (median kept)")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="the all-cores setup: torch threads of the plain loop = predictor actors")
     args = parser.parse_args()
@@ -167,7 +208,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(model_cfg, spec)
     result: dict = {"window": WINDOW, "batch_size": args.batch_size, "model": "conv hidden 16 latent 8",
-                    "setups": {}}
+                    "repeats": args.repeats, "setups": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         export_model(root / "model", model.state_dict(), model_cfg, spec)
@@ -182,33 +223,38 @@ def main() -> None:
             torch.set_num_threads(threads)
             cfg = base.model_copy(update={"infer": base.infer.model_copy(
                 update={"batch_size": args.batch_size, "concurrency": actors})})
-            sizes = sorted({*throughput_sizes, *(memory_sizes if actors == 1 else [])})
-            plain, ray_runs = {}, {}
-            for rows in throughput_sizes:
-                plain[rows] = timed_plain(root / "model", root / f"in-{rows}.parquet", root / "plain.parquet",
-                                          args.batch_size, rows)
-                print(name, "plain", rows, plain[rows], flush=True)
-            for rows in sizes:
-                ray_runs[rows] = timed_ray(cfg, root / "model", root / f"in-{rows}.parquet",
-                                           root / f"ray-{actors}-{rows}", rows)
-                print(name, "ray", rows, ray_runs[rows], flush=True)
+            if actors == 1:
+                memory = {rows: ray_peak_memory(cfg, root / "model", root / f"in-{rows}.parquet",
+                                                root / "ray-memory") for rows in memory_sizes}
+                print(name, "memory", memory, flush=True)
+                result["peak_memory"] = {str(rows): run for rows, run in memory.items()}
+                result["peak_memory_10x_vs_1x"] = round(
+                    memory[memory_sizes[1]]["peak_pss_mib"] / memory[memory_sizes[0]]["peak_pss_mib"], 3)
+            plain_runs: dict[int, list] = {rows: [] for rows in throughput_sizes}
+            ray_runs: dict[int, list] = {rows: [] for rows in throughput_sizes}
+            for _ in range(args.repeats):
+                for rows in throughput_sizes:
+                    source = root / f"in-{rows}.parquet"
+                    plain_runs[rows].append(timed_plain(root / "model", source, root / "plain.parquet",
+                                                        args.batch_size, rows, threads))
+                    ray_runs[rows].append(timed_ray(cfg, root / "model", source, root / "ray", rows))
+                    print(name, rows, "plain", plain_runs[rows][-1], "ray", ray_runs[rows][-1], flush=True)
+            plain = {rows: median_run(runs) for rows, runs in plain_runs.items()}
+            ray = {rows: median_run(runs) for rows, runs in ray_runs.items()}
             result["setups"][name] = {
                 "plain_torch_threads": threads, "ray_predictor_actors": actors,
                 "plain": {str(rows): run for rows, run in plain.items()},
-                "ray": {str(rows): run for rows, run in ray_runs.items()},
+                "ray": {str(rows): run for rows, run in ray.items()},
                 "ray_vs_plain_throughput": {
-                    str(rows): round(ray_runs[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
+                    str(rows): round(ray[rows]["rows_per_s"] / plain[rows]["rows_per_s"], 3)
                     for rows in throughput_sizes},
             }
-            if len(ray_runs) > 1:
-                small, large = min(ray_runs), max(ray_runs)
-                marginal = (large - small) / (ray_runs[large]["seconds"] - ray_runs[small]["seconds"])
+            if len(ray) > 1:
+                small, large = min(ray), max(ray)
+                marginal = (large - small) / (ray[large]["seconds"] - ray[small]["seconds"])
                 result["setups"][name] |= {
                     "ray_marginal_rows_per_s": round(marginal),
-                    "ray_fixed_seconds": round(ray_runs[small]["seconds"] - small / marginal, 1)}
-            if actors == 1:
-                result["peak_memory_10x_vs_1x"] = round(
-                    ray_runs[memory_sizes[1]]["peak_pss_mib"] / ray_runs[memory_sizes[0]]["peak_pss_mib"], 3)
+                    "ray_fixed_seconds": round(ray[small]["seconds"] - small / marginal, 1)}
     print(json.dumps(result, indent=2))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
