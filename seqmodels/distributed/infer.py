@@ -33,9 +33,14 @@ INFER_BLOCK_BYTES = 8 << 20
 # rather than one per 8 MiB block: 1M windows went from 210 files (a write task, a
 # ParquetWriter and a footer each) to 5; with ~40 MiB bundles the run took 39 s, not 42-45 s.
 INFER_FILE_BYTES = 64 << 20
-# Footer-reading actors of Ray Data's V2 Parquet reader (its default, 32, took 7-17 s to
-# start on 2 cores for a read of one file).
-INFER_FOOTER_ACTORS = 1
+# Ray Data's V2 Parquet reader takes these from the environment when the read is planned:
+# - footer-reading actors: its default, 32, took 7-17 s to start on 2 cores for one file;
+# - bytes (uncompressed) per read task: its default, 128 MiB, is two of our 52 MB row groups,
+#   and a read task's memory follows what it reads (0.56 GB at 128 MiB, 0.42 GB at 64 MiB);
+#   on a 10M-window file its read tasks overlapped the predictor at the peak (2.9 -> 2.7 GB).
+# A user's own value wins.
+INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
+                    "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(64 << 20)}
 
 
 def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -181,7 +186,8 @@ def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_di
     # The V2 reader splits a file into short read tasks that stayed at 0.45-0.73 GB. Its
     # footer-reader pool is started per read: one actor is plenty for our few files.
     context.use_datasource_v2 = True
-    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(INFER_FOOTER_ACTORS))
+    for name, value in INFER_READER_ENV.items():
+        os.environ.setdefault(name, value)
     # ray.data_cpu_limit keeps training ingest from starving train workers; inference has
     # Ray to itself, and capping it at 1 CPU serialised reading, the model and writing
     # (0.60 -> 0.67-0.75 of a plain loop's rows/s on 2 cores). The memory cap stays.
