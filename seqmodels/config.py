@@ -74,6 +74,11 @@ class ModelConfig(_Section):
     variational: bool = False
     beta: float = Field(1.0, ge=0.0)
     kl_warmup_epochs: int = Field(0, ge=0)
+    score: Literal["mse", "dtw"] = Field(
+        "mse", description="Anomaly score: reconstruction MSE, or for series a DTW error that "
+        "tolerates features a few steps off (see seqmodels/models/scoring.py).")
+    score_band: float = Field(0.1, gt=0.0, le=1.0, description="dtw: how far (fraction of the "
+                              "window) a step may align away from its own position.")
 
     @field_validator("kind")
     @classmethod

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from seqmodels.config import SPLITS, ThresholdConfig
+from seqmodels.config import SPLITS, ModelConfig, ThresholdConfig
+from seqmodels.models.scoring import reconstruction_error
 
 
 @dataclass
@@ -55,13 +57,16 @@ def summarise(scored: Scored) -> dict[str, Any]:
     return summary
 
 
-def pca_scores(x: np.ndarray, split: np.ndarray, latent_dim: int, seed: int) -> np.ndarray:
-    """Per-row reconstruction MSE of a PCA with `latent_dim` components fitted on train rows."""
+def pca_scores(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
+               seed: int) -> np.ndarray:
+    """Per-row reconstruction error of a PCA with the model's latent size, fitted on train
+    rows and scored with the model's own score (model.score), so the two compare fairly."""
     train = x[split == "train"]
-    components = min(latent_dim, train.shape[0], train.shape[1])
+    components = min(model.latent_dim, train.shape[0], train.shape[1])
     pca = PCA(n_components=components, random_state=seed).fit(train)
     reconstruction = pca.inverse_transform(pca.transform(x))
-    return ((reconstruction - x) ** 2).mean(axis=1)
+    return reconstruction_error(torch.from_numpy(x), torch.from_numpy(reconstruction), model.score,
+                                input_shape, model.score_band).numpy()
 
 
 def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:

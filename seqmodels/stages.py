@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from seqmodels.config import SPLITS, Config
+from seqmodels.config import SPLITS, Config, ModelConfig
 from seqmodels.data import schemas
 from seqmodels.data.build import build_examples
 from seqmodels.data.prepare import (
@@ -211,7 +211,7 @@ def evaluate(cfg: Config) -> None:
     x = vectors(examples.column("x")).astype(np.float64)
     split = examples.column("split").to_numpy(zero_copy_only=False).astype(str)
     model_scores = score_table(frame, anomaly_labels=spec.anomaly_labels)
-    latent_dim = manifest["params"]["model"]["latent_dim"]
+    model_cfg = ModelConfig.model_validate(manifest["params"]["model"])  # what inference scored with
     baseline = None
     if spec.discrete:  # token ids: the baseline is a unigram model, quality is exact-match
         decoded = None
@@ -220,7 +220,7 @@ def evaluate(cfg: Config) -> None:
                               .column("reconstruction"))
         result = evaluate_tokens(x.astype(np.int64), decoded, model_scores.score, model_scores.split)
     else:
-        baseline = Scored(split=split, score=pca_scores(x, split, latent_dim, cfg.seed),
+        baseline = Scored(split=split, score=pca_scores(x, split, model_cfg, spec.input_shape, cfg.seed),
                           label=model_scores.label)
         result = evaluate_scores(model_scores, baseline)
     if "predicted_class" in frame.columns and "label" in frame.columns:
@@ -241,7 +241,7 @@ def evaluate(cfg: Config) -> None:
         skipped = _evaluation_plots(
             cfg, staging, spec, dataset, frame, vectors(table.column("latent")), x, model_scores,
             baseline, result, threshold, flags, has_reconstructions="reconstruction" in vector_columns,
-            pca_name=f"PCA, {latent_dim} components")
+            pca_name=f"PCA, {model_cfg.latent_dim} components")
     if skipped:
         result["plots_skipped"] = skipped
     write_json_atomic(cfg.paths.eval_metrics, result)

@@ -189,3 +189,17 @@ def test_outputs_without_reconstructions_skip_the_example_plot(tmp_path):
     assert "write_reconstructions" in result["plots_skipped"]["examples.png"]
     assert result["threshold"]["requested"] == "best_f1" and "percentile" in result["threshold"]["note"]
     assert (Path(cfg.paths.plots) / "latents.png").stat().st_size > 1000
+
+
+def test_evaluate_scores_the_pca_baseline_with_the_models_score(tmp_path):
+    """The manifest says what inference scored with; the baseline must use the same score."""
+    results = {}
+    for score in ("mse", "dtw"):
+        cfg = tiny_config(tmp_path / score)
+        write_fake_run(cfg, SPECS["series"])
+        manifest = Path(cfg.paths.outputs) / MANIFEST
+        manifest.write_text(json.dumps({"params": {"model": {"latent_dim": 4, "score": score}}}))
+        stages.evaluate(cfg)
+        results[score] = json.loads(Path(cfg.paths.eval_metrics).read_text())["pca"]["mse"]["test"]
+    # warping can only lower the error (the unwarped alignment is one of its paths)
+    assert 0 < results["dtw"] < results["mse"]

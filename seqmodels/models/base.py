@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from seqmodels.config import ModelConfig
 from seqmodels.data.prepare import DataSpec
 from seqmodels.models.outputs import Latent, ModelOutput
+from seqmodels.models.scoring import reconstruction_error
 from seqmodels.models.variational import kl_divergence, latent_head
 
 Batch = dict[str, Tensor]
@@ -83,5 +84,6 @@ class FusedAutoencoder(nn.Module, ABC):
 
     @torch.no_grad()
     def score(self, batch: Batch, out: ModelOutput) -> Tensor:
-        """Per-row reconstruction MSE: the anomaly score (higher = more anomalous)."""
-        return (out.reconstruction.float() - batch["x"].float()).pow(2).mean(dim=1)
+        """Per-row reconstruction error (model.score): the anomaly score, higher = more anomalous."""
+        return reconstruction_error(batch["x"], out.reconstruction, self.cfg.score,
+                                    self.spec.input_shape, self.cfg.score_band)

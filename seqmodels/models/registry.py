@@ -45,4 +45,9 @@ def build_model(cfg: ModelConfig, spec: DataSpec) -> FusedAutoencoder:
                           where="params.yaml: model.kind / data.kind",
                           fix=f"for {spec.kind} data use one of "
                           f"{sorted(k for k, b in _BUILDERS.items() if spec.kind in b.modalities)}")
+    if cfg.score == "dtw" and spec.kind != "series":
+        from seqmodels.errors import ConfigError
+
+        raise ConfigError(f"model.score='dtw' warps time, and data.kind={spec.kind!r} has no time axis",
+                          where="params.yaml: model.score", fix="set model.score: mse")
     return builder(cfg, spec)
