@@ -229,14 +229,19 @@ def _describe(error: ValidationError, source: str) -> str:
 
 
 def config_from_mapping(raw: dict[str, Any], source: str = "params") -> Config:
+    """Validate every section, then the combination of model and data, before any work."""
+    from seqmodels.models.registry import check_fits
+
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(
             _describe(error, source),
             where=source,
             fix="correct the keys above; see params.yaml in the repository for every key and default",
         ) from None
+    check_fits(cfg.model, cfg.data.kind)
+    return cfg
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from seqmodels.outputs import (
     write_json_atomic,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from seqmodels.models.base import FusedAutoencoder
 
 OUTPUT_VALIDATION_ROWS = 65_536
 PREPARE_REPORT = "prepare-failures.json"
@@ -150,29 +153,44 @@ def infer(cfg: Config) -> None:
     from seqmodels.distributed.infer import predict_to_parquet
 
     prepared, model_dir, target = Path(cfg.paths.prepared), Path(cfg.paths.model), Path(cfg.paths.outputs)
-    _, model_cfg, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
+    model, _, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
     windows = prepared / EXAMPLES_FILE
-    expected_rows = pq.ParquetFile(windows).metadata.num_rows
     clean_stale_staging(target)
     with publishing(target) as staging:
         predict_to_parquet(cfg, model_dir, windows, staging)
-        width = spec.input_dim if cfg.infer.write_reconstructions else None
-        rows = _validate_output_parts(staging, schemas.output_schema(
-            spec.kind, width, model_cfg.latent_dim, spec.n_classes, spec.vocab_size))
-        if rows != expected_rows:
-            raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
-                            where=str(staging), fix="rerun the infer stage")
-        split_counts = (pads.dataset(staging).to_table(columns=["split"]).column("split")
-                        .value_counts().to_pylist())
-        write_json_atomic(staging / MANIFEST, build_manifest(
-            model={"path": str(model_dir), "sha256": hash_path(model_dir)},
-            input={"path": str(windows), "sha256": hash_path(windows)},
-            params=cfg.to_dict(),
-            rows=rows,
-            rows_per_split={item["values"]: item["counts"] for item in split_counts},
-            schema=pads.dataset(staging, format="parquet").schema.to_string(show_schema_metadata=False),
-        ))
-    print(f"wrote {rows} rows (latent_dim={model_cfg.latent_dim}) to {target}")
+        rows = check_and_describe_outputs(cfg, staging, model, spec, windows)
+    print(f"wrote {rows} rows (latent_dim={model.cfg.latent_dim}) to {target}")
+
+
+def inference_schema(model: FusedAutoencoder, spec: DataSpec, write_reconstructions: bool):
+    """The columns a model's predictions have: what the model produces (a classifier head
+    or not), not only what the data holds."""
+    width = spec.input_dim if write_reconstructions else None
+    return schemas.output_schema(spec.kind, width, model.cfg.latent_dim, spec.n_classes, spec.vocab_size,
+                                 predicted_classes=model.predicted_classes)
+
+
+def check_and_describe_outputs(cfg: Config, staging: Path, model: FusedAutoencoder, spec: DataSpec,
+                               windows: Path) -> int:
+    """Validate the predictions written into `staging` (one row per input window, each row in
+    the model's output schema) and write their manifest; returns the row count."""
+    model_dir = Path(cfg.paths.model)
+    expected_rows = pq.ParquetFile(windows).metadata.num_rows
+    rows = _validate_output_parts(staging, inference_schema(model, spec, cfg.infer.write_reconstructions))
+    if rows != expected_rows:
+        raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
+                        where=str(staging), fix="rerun the infer stage")
+    split_counts = (pads.dataset(staging).to_table(columns=["split"]).column("split")
+                    .value_counts().to_pylist())
+    write_json_atomic(staging / MANIFEST, build_manifest(
+        model={"path": str(model_dir), "sha256": hash_path(model_dir)},
+        input={"path": str(windows), "sha256": hash_path(windows)},
+        params=cfg.to_dict(),
+        rows=rows,
+        rows_per_split={item["values"]: item["counts"] for item in split_counts},
+        schema=pads.dataset(staging, format="parquet").schema.to_string(show_schema_metadata=False),
+    ))
+    return rows
 
 
 def _vector_columns(dataset: pads.Dataset) -> set[str]:

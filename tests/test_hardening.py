@@ -78,7 +78,8 @@ DATA_CASES = {
                                                      "drop the label column"]),
     "empty_split": ("few_series.csv", [], ["split(s) ['val'] got no series (2 normal, 1 anomalous",
                                            "data.split"]),
-    "images_of_wrong_size": ("images_wrong_size.parquet", ["data.kind=images", "data.image_shape=[1,3,3]"],
+    "images_of_wrong_size": ("images_wrong_size.parquet",
+                             ["data.kind=images", "data.image_shape=[1,3,3]", "model.kind=conv"],
                              ["1 image(s)", "do not have 9 values", "rows [1]", "data.image_shape"]),
 }
 VALIDATION_REPORTED = {"wrong_dtype", "nan", "inf", "absurd_magnitude", "duplicate_t", "non_increasing_t"}

@@ -180,9 +180,9 @@ def examples_schema(kind: str, width: int, n_classes: int = 0, vocab_size: int =
 
 
 def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes: int = 0,
-                  vocab_size: int = 0) -> pa.DataFrameSchema:
+                  vocab_size: int = 0, predicted_classes: int = 0) -> pa.DataFrameSchema:
     """Inference rows: the input's columns except `x`, plus latent, score, [reconstruction],
-    [predicted_class] (when the model has a classifier head)."""
+    [predicted_class] (when the model has a classifier head over `predicted_classes`)."""
     columns: dict[str, pa.Column] = {
         "latent": pa.Column(object, checks=[_vector_check(latent_dim)]),
         "score": pa.Column(np.float32, checks=[pa.Check.ge(0)], nullable=False),
@@ -190,8 +190,9 @@ def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes
     if input_width is not None:
         check = _token_check(input_width, vocab_size) if kind == "tokens" else _vector_check(input_width)
         columns["reconstruction"] = pa.Column(object, checks=[check])
-    if n_classes > 1:
-        columns["predicted_class"] = pa.Column(np.int64, checks=[pa.Check.in_range(0, n_classes - 1)])
+    if predicted_classes > 1:
+        columns["predicted_class"] = pa.Column(np.int64,
+                                               checks=[pa.Check.in_range(0, predicted_classes - 1)])
     return examples_schema(kind, 1, n_classes, vocab_size).remove_columns(["x"]).add_columns(columns)
 
 

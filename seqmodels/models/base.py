@@ -78,6 +78,14 @@ class FusedAutoencoder(nn.Module, ABC):
         """What inference writes as `reconstruction`, (B, input_dim) in the input's units."""
         return out.reconstruction
 
+    @property
+    def predicted_classes(self) -> int:
+        """Classes a classifier head predicts (inference writes `predicted_class`); 0 = no head.
+
+        The data can carry class labels that a family ignores (dense on images), so the
+        output columns follow the model, not the data."""
+        return 0
+
     def extra_outputs(self, out: ModelOutput) -> dict[str, Tensor]:
         """Per-row columns beyond latent/reconstruction/score for inference (e.g. predicted class)."""
         return {}

@@ -87,6 +87,10 @@ class ConvAutoencoder(FusedAutoencoder):
             return out.reconstruction.new_zeros(())
         return F.cross_entropy(out.aux.float(), batch["label"].long())
 
+    @property
+    def predicted_classes(self) -> int:
+        return self.spec.n_classes if self.classifier is not None else 0
+
     def extra_outputs(self, out: ModelOutput) -> dict[str, Tensor]:
         return {} if out.aux is None else {"predicted_class": out.aux.argmax(dim=1)}
 

@@ -34,20 +34,30 @@ def model_kinds() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(cfg: ModelConfig, spec: DataSpec) -> FusedAutoencoder:
+def families_for(data_kind: str) -> list[str]:
+    """The model kinds that can model `data_kind` data."""
     _load_families()
-    builder = _BUILDERS[cfg.kind]
-    supported = getattr(builder, "modalities", None)
-    if supported is not None and spec.kind not in supported:
-        from seqmodels.errors import ConfigError
+    return sorted(kind for kind, builder in _BUILDERS.items()
+                  if data_kind in getattr(builder, "modalities", (data_kind,)))
 
-        raise ConfigError(f"model.kind={cfg.kind!r} cannot model data.kind={spec.kind!r}",
+
+def check_fits(cfg: ModelConfig, data_kind: str) -> None:
+    """Refuse a model/data combination the project cannot train, naming the keys to change.
+
+    Run by load_config (before any stage does work) and by build_model (a model folder or
+    spec from elsewhere)."""
+    from seqmodels.errors import ConfigError
+
+    _load_families()
+    if cfg.kind not in families_for(data_kind):
+        raise ConfigError(f"model.kind={cfg.kind!r} cannot model data.kind={data_kind!r}",
                           where="params.yaml: model.kind / data.kind",
-                          fix=f"for {spec.kind} data use one of "
-                          f"{sorted(k for k, b in _BUILDERS.items() if spec.kind in b.modalities)}")
-    if cfg.score == "dtw" and spec.kind != "series":
-        from seqmodels.errors import ConfigError
-
-        raise ConfigError(f"model.score='dtw' warps time, and data.kind={spec.kind!r} has no time axis",
+                          fix=f"for {data_kind} data use one of {families_for(data_kind)}")
+    if cfg.score == "dtw" and data_kind != "series":
+        raise ConfigError(f"model.score='dtw' warps time, and data.kind={data_kind!r} has no time axis",
                           where="params.yaml: model.score", fix="set model.score: mse")
-    return builder(cfg, spec)
+
+
+def build_model(cfg: ModelConfig, spec: DataSpec) -> FusedAutoencoder:
+    check_fits(cfg, spec.kind)
+    return _BUILDERS[cfg.kind](cfg, spec)
