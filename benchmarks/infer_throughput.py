@@ -57,9 +57,10 @@ import torch
 
 from seqmodels.checkpoints import export_model
 from seqmodels.config import config_from_mapping
-from seqmodels.data.prepare import DataSpec, examples_to_arrow, parquet_write_options
+from seqmodels.data.tables import examples_to_arrow, parquet_write_options
 from seqmodels.distributed.infer import Predictor, model_source, predict_to_parquet
 from seqmodels.models import build_model
+from seqmodels.spec import DataSpec
 
 RESULTS = Path(__file__).parent / "results" / "infer_throughput.json"
 WINDOW = 64

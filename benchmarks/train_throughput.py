@@ -32,9 +32,10 @@ import torch
 
 from seqmodels import stages
 from seqmodels.config import Config, config_from_mapping
-from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
+from seqmodels.data.tables import read_spec
 from seqmodels.distributed.runtime import init_ray
 from seqmodels.models import build_model
+from seqmodels.spec import EXAMPLES_FILE
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
@@ -70,7 +71,7 @@ def steady(history: list[dict]) -> float:
 
 
 def run_plain(cfg: Config) -> tuple[list[dict], float]:
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = read_spec(cfg.paths.prepared)
     examples = pq.read_table(Path(cfg.paths.prepared) / EXAMPLES_FILE, columns=["x", "split"]).to_pandas()
     tensors = {split: {"x": torch.from_numpy(np.stack(examples.loc[examples["split"] == split, "x"])
                                              .astype(np.float32))} for split in ("train", "val")}

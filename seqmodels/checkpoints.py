@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
 from seqmodels.errors import CheckpointError
 from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.config import ModelConfig
 from seqmodels.models.registry import build_model
-from seqmodels.outputs import write_json_atomic
+from seqmodels.publish import write_json_atomic
+from seqmodels.spec import DataSpec
 
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "model.pt"

@@ -101,7 +101,7 @@ def _outputs(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
-    from seqmodels.data.prepare import parquet_write_options
+    from seqmodels.data.tables import parquet_write_options
     from seqmodels.versions import read_manifest, read_outputs
 
     if args.action == "show":

@@ -12,85 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from seqmodels.data.config import DataConfig
 from seqmodels.errors import ConfigError
-
-SPLITS = ("train", "val", "test")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from seqmodels.models.config import ModelConfig
+from seqmodels.sections import Section
 
 
-class SplitFractions(_Section):
-    """Fractions of *normal* series sent to validation and test (the rest trains)."""
-
-    val: float = Field(0.15, ge=0.0, lt=1.0)
-    test: float = Field(0.3, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _leave_room_for_train(self) -> SplitFractions:
-        if self.val + self.test >= 1.0:
-            raise ValueError(f"val + test must be < 1 so some series train (got {self.val + self.test})")
-        return self
-
-
-class DataConfig(_Section):
-    kind: Literal["series", "images", "tabular", "tokens"] = "series"
-    source: str = Field(
-        "gunpoint",
-        description="A bundled dataset name (series: gunpoint, trace; images: digits; tabular: shuttle; "
-        "tokens: english-words) or a path to a "
-        "CSV/Parquet file in the modality's table contract.",
-    )
-    image_shape: tuple[int, int, int] | None = Field(
-        None, description="(channels, height, width) of images read from a file source."
-    )
-    features: list[str] | None = Field(
-        None, description="Feature columns of a file source; default: every non-reserved column."
-    )
-    normal_class: str = Field(
-        "1", description="For bundled labelled datasets: the class treated as normal (label 0)."
-    )
-    max_length: int = Field(12, gt=0, description="tokens: longest sequence kept (before EOS).")
-    max_examples: int | None = Field(
-        20_000, gt=0, description="tokens: sample at most this many sequences (seeded)."
-    )
-    window: int = Field(150, gt=0)
-    stride: int = Field(150, gt=0)
-    split: SplitFractions = SplitFractions()
-
-
-class ModelConfig(_Section):
-    kind: str = "conv"
-    latent_dim: int = Field(8, gt=0)
-    hidden_size: int = Field(16, gt=0)
-    num_layers: int = Field(2, gt=0)
-    cell: Literal["gru", "lstm"] = "gru"
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    task_weight: float = Field(0.1, ge=0.0)
-    variational: bool = False
-    beta: float = Field(1.0, ge=0.0)
-    kl_warmup_epochs: int = Field(0, ge=0)
-    score: Literal["mse", "dtw"] = Field(
-        "mse", description="Anomaly score: reconstruction MSE, or for series a DTW error that "
-        "tolerates features a few steps off (see seqmodels/models/scoring.py).")
-    score_band: float = Field(0.1, gt=0.0, le=1.0, description="dtw: how far (fraction of the "
-                              "window) a step may align away from its own position.")
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        from seqmodels.models.registry import model_kinds
-
-        if kind not in model_kinds():
-            raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(model_kinds())}")
-        return kind
-
-
-class TrainConfig(_Section):
+class TrainConfig(Section):
     workers: int = Field(2, gt=0)
     use_gpu: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -132,14 +62,14 @@ class TrainConfig(_Section):
         return self.batch_size // self.workers
 
 
-class InferConfig(_Section):
+class InferConfig(Section):
     batch_size: int = Field(256, gt=0)
     concurrency: int = Field(1, gt=0, description="Predictor actors in the Ray Data pool.")
     use_gpu: bool = False
     write_reconstructions: bool = True
 
 
-class ThresholdConfig(_Section):
+class ThresholdConfig(Section):
     """How evaluate turns scores into anomaly flags (`is_anomaly = score > threshold`)."""
 
     method: Literal["percentile", "best_f1"] = Field(
@@ -150,12 +80,12 @@ class ThresholdConfig(_Section):
     percentile: float = Field(99.0, ge=0.0, le=100.0)
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     threshold: ThresholdConfig = ThresholdConfig()
     examples: int = Field(3, gt=0, description="Rows per group (normal/anomalous) in plots/examples.png.")
 
 
-class RayConfig(_Section):
+class RayConfig(Section):
     address: str | None = Field(None, description="Cluster address; RAY_ADDRESS wins when set.")
     num_cpus: int | None = Field(
         4,
@@ -187,7 +117,7 @@ class RayConfig(_Section):
         return os.environ.get("RAY_ADDRESS") or self.address
 
 
-class Paths(_Section):
+class Paths(Section):
     """Where each stage reads and writes. dvc.yaml takes these through ${paths.*}."""
 
     prepared: str = "data/prepared"
@@ -201,7 +131,7 @@ class Paths(_Section):
     anomalies: str = "reports/anomalies.csv"
 
 
-class Config(_Section):
+class Config(Section):
     seed: int = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -16,8 +16,10 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from seqmodels.config import SPLITS, ModelConfig, ThresholdConfig
+from seqmodels.config import ThresholdConfig
+from seqmodels.models.config import ModelConfig
 from seqmodels.models.scoring import reconstruction_error
+from seqmodels.spec import SPLITS
 
 
 @dataclass

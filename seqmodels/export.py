@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.errors import SeqmodelsError
 from seqmodels.models.base import FusedAutoencoder
-from seqmodels.outputs import publishing, write_json_atomic
+from seqmodels.publish import publishing, write_json_atomic
 
 ONNX_FILE = "encoder.onnx"
 ONNX_CARD = "encoder.json"

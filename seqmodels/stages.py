@@ -14,20 +14,13 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from seqmodels.config import SPLITS, Config, ModelConfig
+from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.build import build_examples
-from seqmodels.data.prepare import (
-    EXAMPLES_FILE,
-    SERIES_FILE,
-    SPEC_FILE,
-    VOCAB_FILE,
-    DataSpec,
-    examples_to_arrow,
-    parquet_write_options,
-)
+from seqmodels.data.tables import examples_to_arrow, parquet_write_options, read_spec
 from seqmodels.errors import DataError, DataValidationError
-from seqmodels.outputs import (
+from seqmodels.models.config import ModelConfig
+from seqmodels.publish import (
     MANIFEST,
     build_manifest,
     clean_stale_staging,
@@ -36,6 +29,7 @@ from seqmodels.outputs import (
     write_json_atomic,
     write_text_atomic,
 )
+from seqmodels.spec import EXAMPLES_FILE, SERIES_FILE, SPEC_FILE, SPLITS, VOCAB_FILE, DataSpec
 
 if TYPE_CHECKING:
     from seqmodels.models.base import FusedAutoencoder
@@ -78,7 +72,7 @@ def prepare(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
-    spec = DataSpec.load(prepared)
+    spec = read_spec(prepared)
     checks = [(spec.kind, prepared / EXAMPLES_FILE,
                schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes, spec.vocab_size))]
     if spec.kind == "series":
@@ -112,7 +106,7 @@ def train(cfg: Config) -> None:
     from seqmodels.distributed.live import write_history
     from seqmodels.distributed.train import train_distributed
 
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = read_spec(cfg.paths.prepared)
     model_dir = Path(cfg.paths.model)
     clean_stale_staging(model_dir)
     outcome = train_distributed(cfg)
@@ -200,7 +194,7 @@ def _vector_columns(dataset: pads.Dataset) -> set[str]:
 
 
 def evaluate(cfg: Config) -> None:
-    from seqmodels.distributed.infer import vectors
+    from seqmodels.data.tables import vectors
     from seqmodels.evaluation import (
         Scored,
         choose_threshold,
@@ -214,7 +208,7 @@ def evaluate(cfg: Config) -> None:
 
     outputs, prepared = Path(cfg.paths.outputs), Path(cfg.paths.prepared)
     manifest = json.loads((outputs / MANIFEST).read_text())
-    spec = DataSpec.load(prepared)
+    spec = read_spec(prepared)
     key = spec.id_column
     dataset = pads.dataset(outputs, format="parquet")
     vector_columns = _vector_columns(dataset)
@@ -276,7 +270,7 @@ def _evaluation_plots(cfg: Config, staging: Path, spec: DataSpec, dataset: pads.
                       pca_name: str) -> dict[str, str]:
     """Write every plot into `staging`; returns {plot: why it was not drawn}."""
     from seqmodels import plots
-    from seqmodels.distributed.infer import vectors
+    from seqmodels.data.tables import vectors
     from seqmodels.distributed.live import read_history
     from seqmodels.evaluation import latent_projection, pick_examples, roc_points
 

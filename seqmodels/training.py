@@ -21,10 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from seqmodels.checkpoints import unwrap
-from seqmodels.config import ModelConfig, TrainConfig
+from seqmodels.config import TrainConfig
 from seqmodels.errors import TrainingDivergedError
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.outputs import Batch
 
-Batch = dict[str, Tensor]
 LOSS_PARTS = ("total", "recon", "task", "kl")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

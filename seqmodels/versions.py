@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqmodels.errors import SeqmodelsError
-from seqmodels.outputs import MANIFEST
+from seqmodels.publish import MANIFEST
 
 DEFAULT_PATH = "outputs/latents"
 

@@ -109,7 +109,7 @@ def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_trunca
     from seqmodels import stages
     from seqmodels.distributed.runtime import shutdown_ray
     from seqmodels.distributed.train import run_checkpoints, run_name, train_distributed
-    from seqmodels.outputs import hash_path
+    from seqmodels.publish import hash_path
 
     cfg = tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 2, "workers": 1})})
     stages.prepare(cfg)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from seqmodels.checkpoints import load_exported_model
-from seqmodels.outputs import hash_path
+from seqmodels.publish import hash_path
 from tests.conftest import copy_project
 
 pytestmark = pytest.mark.slow

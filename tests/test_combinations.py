@@ -23,13 +23,14 @@ import torch
 from seqmodels import stages
 from seqmodels.checkpoints import export_model, load_exported_model
 from seqmodels.config import Config
-from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec, parquet_write_options
-from seqmodels.distributed.infer import Predictor, vectors
+from seqmodels.data.tables import parquet_write_options, read_spec, vectors
+from seqmodels.distributed.infer import Predictor
 from seqmodels.distributed.live import write_history
 from seqmodels.errors import ConfigError
 from seqmodels.models import build_model
 from seqmodels.models.registry import families_for, model_kinds
-from seqmodels.outputs import publishing
+from seqmodels.publish import publishing
+from seqmodels.spec import EXAMPLES_FILE
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 from tests.conftest import REPO, make_series_table, tiny_config
 
@@ -66,7 +67,7 @@ def write_source(kind: str, directory: Path) -> dict:
 
 def train_one_epoch(cfg: Config) -> None:
     """The library's one training loop on the prepared train/val rows, exported as `train` does."""
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = read_spec(cfg.paths.prepared)
     examples = pq.read_table(Path(cfg.paths.prepared) / EXAMPLES_FILE)
     split = examples.column("split").to_numpy(zero_copy_only=False)
     x = vectors(examples.column("x"))
@@ -119,7 +120,7 @@ def test_every_documented_combination_prepares_trains_infers_and_evaluates(tmp_p
     rows = predict_in_process(cfg)
     stages.evaluate(cfg)
 
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = read_spec(cfg.paths.prepared)
     model, _, _ = load_exported_model(cfg.paths.model)
     assert rows == pq.ParquetFile(Path(cfg.paths.prepared) / EXAMPLES_FILE).metadata.num_rows
     output_columns = set(pq.read_schema(next(Path(cfg.paths.outputs).glob("*.parquet"))).names)

@@ -12,7 +12,7 @@ from seqmodels.checkpoints import load_exported_model
 from seqmodels.data import schemas
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
-from seqmodels.outputs import MANIFEST
+from seqmodels.publish import MANIFEST
 from tests.conftest import exported_vs_untrained_loss, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -137,9 +137,10 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
     import torch
 
     from seqmodels.checkpoints import export_model
-    from seqmodels.data.prepare import DataSpec, examples_to_arrow
+    from seqmodels.data.tables import examples_to_arrow
     from seqmodels.distributed import infer
     from seqmodels.models import build_model
+    from seqmodels.spec import DataSpec
 
     monkeypatch.setattr(infer, "INFER_BLOCK_BYTES", 64 << 10)
     monkeypatch.setattr(infer, "INFER_FILE_BYTES", 256 << 10)

@@ -14,8 +14,7 @@ import pytest
 
 from seqmodels import stages
 from seqmodels.config import ThresholdConfig
-from seqmodels.data.prepare import EXAMPLES_FILE, SPEC_FILE, VOCAB_FILE, DataSpec, examples_to_arrow
-from seqmodels.distributed.infer import fixed_list
+from seqmodels.data.tables import examples_to_arrow, fixed_list
 from seqmodels.distributed.live import write_history
 from seqmodels.evaluation import (
     Scored,
@@ -24,7 +23,8 @@ from seqmodels.evaluation import (
     pick_examples,
     precision_recall_f1,
 )
-from seqmodels.outputs import MANIFEST
+from seqmodels.publish import MANIFEST
+from seqmodels.spec import EXAMPLES_FILE, SPEC_FILE, VOCAB_FILE, DataSpec
 from tests.conftest import tiny_config
 
 

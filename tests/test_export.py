@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from seqmodels.checkpoints import export_model
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
 from seqmodels.errors import SeqmodelsError
 from seqmodels.export import ONNX_CARD, export_onnx
 from seqmodels.models import build_model
+from seqmodels.models.config import ModelConfig
+from seqmodels.spec import DataSpec
 
 SERIES = DataSpec(kind="series", input_shape=(16, 2), features=("a", "b"))
 CASES = [

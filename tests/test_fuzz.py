@@ -10,8 +10,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqmodels.config import DataConfig, SplitFractions
 from seqmodels.data import schemas
+from seqmodels.data.config import DataConfig, SplitFractions
 from seqmodels.data.prepare import prepare_windows
 from seqmodels.errors import DataError, SeqmodelsError
 

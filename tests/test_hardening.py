@@ -16,9 +16,9 @@ import torch
 from seqmodels import stages
 from seqmodels.checkpoints import WEIGHTS_FILE, export_model
 from seqmodels.config import Config
-from seqmodels.data.prepare import DataSpec
+from seqmodels.data.tables import read_spec
 from seqmodels.models.registry import build_model
-from seqmodels.outputs import hash_path
+from seqmodels.publish import hash_path
 from tests.conftest import REPO, run_pipeline, tiny_config, write_params
 
 BAD = REPO / "tests" / "data" / "bad"
@@ -31,7 +31,7 @@ def project(tmp_path: Path, series_csv: Path) -> Config:
     cfg = tiny_config(tmp_path, data={"window": 4, "stride": 4})
     stages.prepare(cfg)
     stages.validate(cfg)
-    spec = DataSpec.load(cfg.paths.prepared)
+    spec = read_spec(cfg.paths.prepared)
     export_model(Path(cfg.paths.model), build_model(cfg.model, spec).state_dict(), cfg.model, spec)
     write_params(cfg, tmp_path / "params.yaml")
     return cfg

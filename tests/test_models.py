@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from seqmodels.checkpoints import CheckpointError, export_model, load_exported_model, safe_load
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
 from seqmodels.models import build_model, model_kinds
+from seqmodels.models.config import ModelConfig
+from seqmodels.spec import DataSpec
 from seqmodels.training import seed_everything
 
 SPEC = DataSpec(kind="series", input_shape=(12, 2), features=("a", "b"), has_labels=True)

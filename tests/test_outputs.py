@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from seqmodels.outputs import clean_stale_staging, hash_path, publishing, write_text_atomic
+from seqmodels.publish import clean_stale_staging, hash_path, publishing, write_text_atomic
 
 
 def test_publish_replaces_target_in_one_step(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqmodels.config import DataConfig, SplitFractions
+from seqmodels.data.config import DataConfig, SplitFractions
 from seqmodels.data.prepare import (
     assign_splits,
     cut_windows,
@@ -97,7 +97,8 @@ def test_tabular_rows_split_one_class_and_scale_on_train_only():
 
 
 def test_tokens_get_eos_padding_and_a_train_only_vocabulary():
-    from seqmodels.data.prepare import EOS, PAD, UNK, prepare_tokens
+    from seqmodels.data.prepare import prepare_tokens
+    from seqmodels.spec import EOS, PAD, UNK
 
     words = ["ab", "abc", "b", "ca", "toolongword", "ba", "cab", "bb", "aa", "zzz"]
     cfg = DataConfig(kind="tokens", source="words.txt", max_length=4, max_examples=None,

@@ -19,10 +19,10 @@ import pytest
 
 from seqmodels import stages
 from seqmodels.checkpoints import export_model, load_exported_model
-from seqmodels.data.prepare import DataSpec
+from seqmodels.data.tables import read_spec
 from seqmodels.errors import OutputError
 from seqmodels.models.registry import build_model
-from seqmodels.outputs import hash_path, publishing, write_text_atomic
+from seqmodels.publish import hash_path, publishing, write_text_atomic
 from tests.conftest import REPO, make_series_table, write_params
 
 
@@ -90,7 +90,7 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, published_dir, m
 
 def test_a_full_disk_while_exporting_the_model_keeps_the_previous_model(tiny, tmp_path, monkeypatch):
     stages.prepare(tiny)
-    spec = DataSpec.load(tiny.paths.prepared)
+    spec = read_spec(tiny.paths.prepared)
     model_dir = Path(tiny.paths.model)
     export_model(model_dir, build_model(tiny.model, spec).state_dict(), tiny.model, spec)
     before = hash_path(model_dir)

@@ -5,12 +5,12 @@ import pytest
 import torch
 from tslearn.metrics import dtw
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
 from seqmodels.errors import ConfigError
 from seqmodels.evaluation import pca_scores
 from seqmodels.models import build_model
+from seqmodels.models.config import ModelConfig
 from seqmodels.models.scoring import banded_dtw, mse, reconstruction_error
+from seqmodels.spec import DataSpec
 
 SPEC = DataSpec(kind="series", input_shape=(40, 2), features=("a", "b"))
 

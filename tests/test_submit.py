@@ -222,10 +222,11 @@ def test_predictor_from_shipped_model_files_matches_the_folder(tmp_path):
     import torch
 
     from seqmodels.checkpoints import export_model
-    from seqmodels.config import ModelConfig
-    from seqmodels.data.prepare import DataSpec
-    from seqmodels.distributed.infer import Predictor, fixed_list, model_source
+    from seqmodels.data.tables import fixed_list
+    from seqmodels.distributed.infer import Predictor, model_source
     from seqmodels.models import build_model
+    from seqmodels.models.config import ModelConfig
+    from seqmodels.spec import DataSpec
 
     spec = DataSpec(kind="series", input_shape=(16, 1), features=("value",))
     cfg = ModelConfig(kind="conv", hidden_size=4, latent_dim=3)

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from seqmodels.config import ModelConfig, TrainConfig
-from seqmodels.data.prepare import DataSpec
+from seqmodels.config import TrainConfig
 from seqmodels.errors import TrainingDivergedError
 from seqmodels.models import build_model
+from seqmodels.models.config import ModelConfig
+from seqmodels.spec import DataSpec
 from seqmodels.training import (
     FitState,
     fit,

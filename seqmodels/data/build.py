@@ -13,17 +13,9 @@ import pandas as pd
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.prepare import (
-    SCALER_FILE,
-    SERIES_FILE,
-    VOCAB_FILE,
-    DataSpec,
-    prepare_images,
-    prepare_rows,
-    prepare_tokens,
-    prepare_windows,
-)
+from seqmodels.data.prepare import prepare_images, prepare_rows, prepare_tokens, prepare_windows
 from seqmodels.data.sources import load_images, load_rows, load_sequences, load_source
+from seqmodels.spec import SCALER_FILE, SERIES_FILE, VOCAB_FILE, DataSpec
 
 
 @dataclass

@@ -8,91 +8,14 @@ anomaly score must find. The scaler is fitted on training rows alone.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from seqmodels.config import SPLITS, DataConfig, SplitFractions
+from seqmodels.data.config import DataConfig, SplitFractions
 from seqmodels.errors import DataError
-
-SPEC_FILE = "spec.json"
-SCALER_FILE = "scaler.json"
-EXAMPLES_FILE = "examples.parquet"  # windows (series) or images: one model input per row
-SERIES_FILE = "series.parquet"
-
-
-ID_COLUMNS = {"series": "window_id", "images": "image_id", "tabular": "row_id", "tokens": "seq_id"}
-VOCAB_FILE = "vocab.json"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about its input; saved beside the prepared data.
-
-    `input_shape` is (window, n_features) for series and (channels, height, width) for
-    images; rows always store it flattened (C-order) in the `x` column. `n_classes > 1`
-    means `label` is a class id (classifier heads); otherwise `label`, when present, is
-    the anomaly flag.
-    """
-
-    kind: str
-    input_shape: tuple[int, ...]
-    features: tuple[str, ...] = ()
-    has_labels: bool = False
-    n_classes: int = 0
-    vocab_size: int = 0  # tokens: ids are < vocab_size
-
-    @property
-    def discrete(self) -> bool:
-        """Token ids rather than real values in `x`."""
-        return self.kind == "tokens"
-
-    @property
-    def window(self) -> int:
-        return self.input_shape[0]
-
-    @property
-    def n_features(self) -> int:
-        return self.input_shape[-1] if self.kind == "series" else 1
-
-    @property
-    def input_dim(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def id_column(self) -> str:
-        return ID_COLUMNS[self.kind]
-
-    @property
-    def anomaly_labels(self) -> bool:
-        return self.has_labels and self.n_classes <= 1
-
-    @property
-    def model_inputs(self) -> list[str]:
-        """Columns a training batch needs: the labels only feed a classifier head."""
-        return ["x", "label"] if self.has_labels and self.n_classes > 1 else ["x"]
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "features": list(self.features), "input_shape": list(self.input_shape)}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> DataSpec:
-        return cls(kind=raw["kind"], input_shape=tuple(int(n) for n in raw["input_shape"]),
-                   features=tuple(raw.get("features", ())), has_labels=bool(raw["has_labels"]),
-                   n_classes=int(raw.get("n_classes", 0)), vocab_size=int(raw.get("vocab_size", 0)))
-
-    @classmethod
-    def load(cls, prepared_dir: str | Path) -> DataSpec:
-        path = Path(prepared_dir) / SPEC_FILE
-        if not path.is_file():
-            raise DataError(f"{path} not found", where=str(prepared_dir),
-                            fix="run the prepare stage first (dvc repro -s prepare)")
-        return cls.from_dict(json.loads(path.read_text()))
+from seqmodels.spec import EOS, PAD, SPECIAL_TOKENS, SPLITS, UNK, DataSpec
 
 
 @dataclass(frozen=True)
@@ -279,10 +202,6 @@ def prepare_rows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
     return frame, scaler, spec
 
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
-
-
 def prepare_tokens(sequences: list[str], cfg: DataConfig,
                    seed: int) -> tuple[pd.DataFrame, dict, DataSpec]:
     """Character sequences -> padded token ids with EOS, vocabulary fitted on train only.
@@ -309,25 +228,3 @@ def prepare_tokens(sequences: list[str], cfg: DataConfig,
     frame["x"] = list(ids)
     spec = DataSpec(kind="tokens", input_shape=(width,), vocab_size=len(vocab))
     return frame, {"tokens": list(vocab)}, spec
-
-
-def parquet_write_options(schema: pa.Schema) -> dict:
-    """pyarrow Parquet writer options for our tables: dictionary encoding only for strings.
-
-    By default pyarrow tries a dictionary for every column, which for vectors of floats
-    (x, latent, reconstruction) never pays: writing 4096 inference rows took 39 ms instead
-    of 7 ms, and 1M windows made 108 MiB of Parquet instead of 70 MiB.
-    """
-    strings = [field.name for field in schema
-               if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)]
-    return {"use_dictionary": strings}
-
-
-def examples_to_arrow(examples: pd.DataFrame, width: int, discrete: bool = False) -> pa.Table:
-    """Store `x` as fixed_size_list<float32> (int32 for token ids) so readers get (N, width)
-    arrays without copies."""
-    dtype = np.int32 if discrete else np.float32
-    flat = pa.array(np.stack(examples["x"].to_numpy()).reshape(-1).astype(dtype))
-    columns = {c: examples[c].to_numpy() for c in examples.columns if c != "x"}
-    table = pa.table(columns)
-    return table.append_column("x", pa.FixedSizeListArray.from_arrays(flat, width))

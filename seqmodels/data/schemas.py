@@ -18,8 +18,8 @@ import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 from pandera.typing import Series
 
-from seqmodels.config import SPLITS
 from seqmodels.errors import DataValidationError
+from seqmodels.spec import SPLITS
 
 MAX_EXAMPLES = 5
 MAX_REPORT_ROWS = 10_000  # failure cases kept in the report on disk
@@ -288,7 +288,7 @@ def validate_table(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, table: st
 
 
 def write_report(path: Path, entries: list[dict[str, Any]]) -> None:
-    from seqmodels.outputs import write_text_atomic
+    from seqmodels.publish import write_text_atomic
 
     write_text_atomic(path, json.dumps({"valid": all(e["valid"] for e in entries), "tables": entries},
                                        indent=2, default=str))

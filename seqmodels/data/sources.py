@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqmodels.config import DataConfig
+from seqmodels.data.config import DataConfig
 from seqmodels.errors import DataError
 
 RESERVED_COLUMNS = ("series_id", "t", "label")

@@ -13,13 +13,12 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
-from seqmodels.data.prepare import parquet_write_options
+from seqmodels.data.tables import fixed_list, parquet_write_options, vectors
 from seqmodels.errors import ConfigError
 
 VECTOR_COLUMNS = ("x",)
@@ -41,21 +40,6 @@ INFER_FILE_BYTES = 64 << 20
 # A user's own value wins.
 INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
                     "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(64 << 20)}
-
-
-def fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
-    """(N, d) array -> fixed_size_list column: float32 for real values, int32 for token ids."""
-    dtype = np.int32 if np.issubdtype(values.dtype, np.integer) else np.float32
-    values = np.ascontiguousarray(values, dtype=dtype)
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-
-
-def vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """fixed_size_list column -> (N, d) float32 array."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    width = array.type.list_size
-    flat = array.flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(len(array), width)
 
 
 class Predictor:

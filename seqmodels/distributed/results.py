@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seqmodels.errors import ClusterError
-from seqmodels.outputs import hash_path, publishing, write_bytes_atomic
+from seqmodels.publish import hash_path, publishing, write_bytes_atomic
 
 SUCCESS = "_SUCCESS"
 

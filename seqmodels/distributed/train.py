@@ -24,12 +24,13 @@ import torch
 
 from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
-from seqmodels.data.prepare import EXAMPLES_FILE, DataSpec
+from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import live_callback
 from seqmodels.distributed.runtime import init_ray, local_resources, ray_data_path, train_logging_config
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
-from seqmodels.outputs import hash_path
+from seqmodels.publish import hash_path
+from seqmodels.spec import EXAMPLES_FILE, DataSpec
 from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything
 
 SELECTION_METRIC = "selection_loss"
@@ -285,7 +286,7 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     from ray.train.v2.api.exceptions import TrainingFailedError
 
     prepared = Path(cfg.paths.prepared)
-    spec = DataSpec.load(prepared)
+    spec = read_spec(prepared)
     examples = prepared / EXAMPLES_FILE
     build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
     storage = check_storage(cfg.train.storage)

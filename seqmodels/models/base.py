@@ -14,13 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
-from seqmodels.models.outputs import Latent, ModelOutput
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.outputs import Batch, Latent, ModelOutput
 from seqmodels.models.scoring import reconstruction_error
 from seqmodels.models.variational import kl_divergence, latent_head
-
-Batch = dict[str, Tensor]
+from seqmodels.spec import DataSpec
 
 
 class FusedAutoencoder(nn.Module, ABC):

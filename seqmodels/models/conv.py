@@ -14,11 +14,10 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
-from seqmodels.models.base import Batch, FusedAutoencoder
-from seqmodels.models.outputs import ModelOutput
-from seqmodels.models.registry import register
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.outputs import Batch, ModelOutput
+from seqmodels.spec import DataSpec
 
 _LAYERS = {1: (nn.Conv1d, nn.ConvTranspose1d), 2: (nn.Conv2d, nn.ConvTranspose2d)}
 
@@ -31,7 +30,6 @@ def _channels_first(spec: DataSpec) -> tuple[int, tuple[int, ...]]:
     return channels, tuple(spatial)
 
 
-@register("conv")
 class ConvAutoencoder(FusedAutoencoder):
     modalities = frozenset({"series", "images"})
 

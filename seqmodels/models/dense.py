@@ -6,10 +6,9 @@ import itertools
 
 from torch import Tensor, nn
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
 from seqmodels.models.base import FusedAutoencoder
-from seqmodels.models.registry import register
+from seqmodels.models.config import ModelConfig
+from seqmodels.spec import DataSpec
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -21,7 +20,6 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register("dense")
 class DenseAutoencoder(FusedAutoencoder):
     def __init__(self, cfg: ModelConfig, spec: DataSpec):
         super().__init__(cfg, spec, trunk_features=cfg.hidden_size)

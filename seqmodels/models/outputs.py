@@ -1,10 +1,14 @@
-"""Structured model outputs. NamedTuples, so DDP and torch.utils._pytree can traverse them."""
+"""What goes into a model (a Batch of named tensors) and what comes out (NamedTuples, so DDP
+and torch.utils._pytree can traverse them)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 from torch import Tensor
+
+# Named model inputs: "x" always, "label" for a classifier head.
+Batch = dict[str, Tensor]
 
 
 class Latent(NamedTuple):

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import DataSpec
-from seqmodels.models.base import Batch, FusedAutoencoder
-from seqmodels.models.outputs import ModelOutput
-from seqmodels.models.registry import register
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.outputs import Batch, ModelOutput
+from seqmodels.spec import DataSpec
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 _CLOCK_FREQUENCIES = (1, 2, 4, 8)
@@ -44,7 +43,6 @@ def _last_layer(state: Tensor | tuple[Tensor, Tensor]) -> Tensor:
     return hidden[-1]
 
 
-@register("recurrent")
 class RecurrentAutoencoder(FusedAutoencoder):
     modalities = frozenset({"series"})
 

@@ -1,44 +1,36 @@
-"""model.kind -> builder (timm-style registry). New families register themselves here."""
+"""model.kind -> family class: the one list of model families.
+
+A family module defines its FusedAutoencoder subclass and imports nothing from here; its
+line below is what makes it a `model.kind`, so the registry never imports a module that
+imports it back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from seqmodels.errors import ConfigError
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.conv import ConvAutoencoder
+from seqmodels.models.dense import DenseAutoencoder
+from seqmodels.models.recurrent import RecurrentAutoencoder
+from seqmodels.models.seq2seq import Seq2SeqAutoencoder
+from seqmodels.spec import DataSpec
 
-if TYPE_CHECKING:
-    from seqmodels.config import ModelConfig
-    from seqmodels.data.prepare import DataSpec
-    from seqmodels.models.base import FusedAutoencoder
-
-Builder = Callable[["ModelConfig", "DataSpec"], "FusedAutoencoder"]
-_BUILDERS: dict[str, Builder] = {}
-
-
-def register(kind: str) -> Callable[[Builder], Builder]:
-    def add(builder: Builder) -> Builder:
-        if kind in _BUILDERS:
-            raise ValueError(f"model kind {kind!r} registered twice")
-        _BUILDERS[kind] = builder
-        return builder
-
-    return add
-
-
-def _load_families() -> None:
-    # Importing the family modules runs their @register decorators.
-    from seqmodels.models import conv, dense, recurrent, seq2seq  # noqa: F401
+FAMILIES: dict[str, type[FusedAutoencoder]] = {
+    "conv": ConvAutoencoder,
+    "dense": DenseAutoencoder,
+    "recurrent": RecurrentAutoencoder,
+    "seq2seq": Seq2SeqAutoencoder,
+}
 
 
 def model_kinds() -> list[str]:
-    _load_families()
-    return sorted(_BUILDERS)
+    return sorted(FAMILIES)
 
 
 def families_for(data_kind: str) -> list[str]:
     """The model kinds that can model `data_kind` data."""
-    _load_families()
-    return sorted(kind for kind, builder in _BUILDERS.items()
-                  if data_kind in getattr(builder, "modalities", (data_kind,)))
+    return sorted(kind for kind, family in FAMILIES.items() if data_kind in family.modalities)
 
 
 def check_fits(cfg: ModelConfig, data_kind: str) -> None:
@@ -46,9 +38,10 @@ def check_fits(cfg: ModelConfig, data_kind: str) -> None:
 
     Run by load_config (before any stage does work) and by build_model (a model folder or
     spec from elsewhere)."""
-    from seqmodels.errors import ConfigError
-
-    _load_families()
+    if cfg.kind not in model_kinds():
+        raise ConfigError(f"unknown model kind {cfg.kind!r}; choose one of {model_kinds()}",
+                          where="params.yaml: model.kind",
+                          fix=f"for {data_kind} data use one of {families_for(data_kind)}")
     if cfg.kind not in families_for(data_kind):
         raise ConfigError(f"model.kind={cfg.kind!r} cannot model data.kind={data_kind!r}",
                           where="params.yaml: model.kind / data.kind",
@@ -60,4 +53,4 @@ def check_fits(cfg: ModelConfig, data_kind: str) -> None:
 
 def build_model(cfg: ModelConfig, spec: DataSpec) -> FusedAutoencoder:
     check_fits(cfg, spec.kind)
-    return _BUILDERS[cfg.kind](cfg, spec)
+    return FAMILIES[cfg.kind](cfg, spec)

@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from seqmodels.config import ModelConfig
-from seqmodels.data.prepare import BOS, EOS, PAD, DataSpec
-from seqmodels.models.base import Batch, FusedAutoencoder
-from seqmodels.models.outputs import ModelOutput
-from seqmodels.models.registry import register
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.models.config import ModelConfig
+from seqmodels.models.outputs import Batch, ModelOutput
+from seqmodels.spec import BOS, EOS, PAD, DataSpec
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -35,7 +34,6 @@ def real_token_mask(tokens: Tensor) -> Tensor:
     return positions.unsqueeze(0) < sequence_lengths(tokens).unsqueeze(1)
 
 
-@register("seq2seq")
 class Seq2SeqAutoencoder(FusedAutoencoder):
     modalities = frozenset({"tokens"})
 

@@ -1,0 +1,52 @@
+"""The `data` section of params.yaml, beside the data code it configures.
+
+`kind` is checked against the modality registry when params load, not here: this module
+must not import the modality modules, which import it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from seqmodels.sections import Section
+
+
+class SplitFractions(Section):
+    """Fractions of *normal* series sent to validation and test (the rest trains)."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.3, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leave_room_for_train(self) -> SplitFractions:
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test must be < 1 so some series train (got {self.val + self.test})")
+        return self
+
+
+class DataConfig(Section):
+    kind: Literal["series", "images", "tabular", "tokens"] = "series"
+    source: str = Field(
+        "gunpoint",
+        description="A bundled dataset name (series: gunpoint, trace; images: digits; tabular: shuttle; "
+        "tokens: english-words) or a path to a "
+        "CSV/Parquet file in the modality's table contract.",
+    )
+    image_shape: tuple[int, int, int] | None = Field(
+        None, description="(channels, height, width) of images read from a file source."
+    )
+    features: list[str] | None = Field(
+        None, description="Feature columns of a file source; default: every non-reserved column."
+    )
+    normal_class: str = Field(
+        "1", description="For bundled labelled datasets: the class treated as normal (label 0)."
+    )
+    max_length: int = Field(12, gt=0, description="tokens: longest sequence kept (before EOS).")
+    max_examples: int | None = Field(
+        20_000, gt=0, description="tokens: sample at most this many sequences (seeded)."
+    )
+    window: int = Field(150, gt=0)
+    stride: int = Field(150, gt=0)
+    split: SplitFractions = SplitFractions()

@@ -1,0 +1,142 @@
+"""The package's shape: no import cycles, light models, and DVC deps that match the code.
+
+Imports are read from the source (every `import` and `from ... import`, at module level,
+inside functions and under TYPE_CHECKING alike), so a cycle hidden in a function body or a
+stage dependency reached only at run time is found as well.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PACKAGE = "seqmodels"
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a project module (a package's __init__.py), or None."""
+    base = REPO / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@cache
+def imports_of(module: str) -> frozenset[str]:
+    """Project modules that `module`'s source imports, directly."""
+    path = module_file(module)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *filter(None, [base])])
+            # `from pkg import sub` imports the submodule pkg.sub when there is one.
+            names = [f"{base}.{alias.name}" if module_file(f"{base}.{alias.name}") else base
+                     for alias in node.names]
+        else:
+            continue
+        # An import names the module it imports; its parent packages' __init__ run too, but as
+        # in import-linter's graph they are not counted as edges (a package's __init__ that
+        # imports its own modules would otherwise make every sibling import a cycle).
+        found.update(name for name in names
+                     if name.split(".")[0] in (PACKAGE, "pipelines") and module_file(name) and name != module)
+    return frozenset(found)
+
+
+def project_modules() -> list[str]:
+    files = sorted((REPO / PACKAGE).rglob("*.py"))
+    return [".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for f in files]
+
+
+def cycles(modules: list[str]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in imports_of(node):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in modules:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def closure(module: str) -> set[str]:
+    """Every project module `module` imports, directly or through others, itself included."""
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(imports_of(current))
+    return seen
+
+
+def test_the_package_has_no_import_cycle():
+    assert cycles(project_modules()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path, monkeypatch):
+    for name, source in {"a": "import seqmodels_fake.b\n",
+                         "b": "def f():\n    from seqmodels_fake import a\n"}.items():
+        (tmp_path / "seqmodels_fake").mkdir(exist_ok=True)
+        (tmp_path / "seqmodels_fake" / f"{name}.py").write_text(source)
+    (tmp_path / "seqmodels_fake" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", "seqmodels_fake")
+    imports_of.cache_clear()
+    try:
+        assert cycles(["seqmodels_fake.a"]) == [["seqmodels_fake.a", "seqmodels_fake.b"]]
+    finally:
+        imports_of.cache_clear()
+
+
+def test_spec_imports_nothing_of_the_package():
+    assert imports_of("seqmodels.spec") <= {"seqmodels"}
+
+
+def test_building_a_model_imports_neither_pandas_nor_pyarrow():
+    code = ("import sys\n"
+            "from seqmodels.models import build_model, model_kinds\n"
+            "from seqmodels.models.config import ModelConfig\n"
+            "from seqmodels.spec import DataSpec\n"
+            "build_model(ModelConfig(kind='conv'), DataSpec(kind='series', input_shape=(16, 2)))\n"
+            "assert len(model_kinds()) >= 4\n"
+            "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            check=True)
+    assert result.stdout.strip() == "[]"
