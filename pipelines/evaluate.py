@@ -2,7 +2,8 @@
 
 import sys
 
-from seqmodels.cli import main
+from seqmodels.stages import evaluate
+from seqmodels.stages.runner import run_stage
 
 if __name__ == "__main__":
-    raise SystemExit(main(["evaluate", *sys.argv[1:]]))
+    raise SystemExit(run_stage("evaluate", evaluate.run, sys.argv[1:]))

@@ -2,7 +2,8 @@
 
 import sys
 
-from seqmodels.cli import main
+from seqmodels.stages import infer
+from seqmodels.stages.runner import run_stage
 
 if __name__ == "__main__":
-    raise SystemExit(main(["infer", *sys.argv[1:]]))
+    raise SystemExit(run_stage("infer", infer.run, sys.argv[1:]))

@@ -2,7 +2,8 @@
 
 import sys
 
-from seqmodels.cli import main
+from seqmodels.stages import prepare
+from seqmodels.stages.runner import run_stage
 
 if __name__ == "__main__":
-    raise SystemExit(main(["prepare", *sys.argv[1:]]))
+    raise SystemExit(run_stage("prepare", prepare.run, sys.argv[1:]))

@@ -2,7 +2,8 @@
 
 import sys
 
-from seqmodels.cli import main
+from seqmodels.stages import train
+from seqmodels.stages.runner import run_stage
 
 if __name__ == "__main__":
-    raise SystemExit(main(["train", *sys.argv[1:]]))
+    raise SystemExit(run_stage("train", train.run, sys.argv[1:]))

@@ -1,31 +1,27 @@
-"""`seqmodels` console script and the shared runner behind every pipelines/ entry point.
+"""`seqmodels` console script: every stage (the same runner as the pipelines/ entry
+points), ONNX export, versioned outputs and cluster jobs.
 
-A stage run loads params once, runs, and turns a SeqmodelsError into one readable message
-on stderr and a non-zero exit code (2 for user errors), so DVC stops the pipeline without
-burying the cause in a stack trace.
+Each command ends through seqmodels.console.guarded: a SeqmodelsError is one readable
+message on stderr and exit 2, never a stack trace.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from seqmodels.config import load_config
-from seqmodels.errors import SeqmodelsError
+from seqmodels.console import guarded
+from seqmodels.stages import STAGES, stage_runner
+from seqmodels.stages.runner import add_stage_arguments, run_stage
 
-STAGE_NAMES = ("prepare", "validate", "train", "infer", "evaluate")
 SUBMIT_ACTIONS = ("status", "logs", "stop", "fetch")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqmodels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in STAGE_NAMES:
-        stage = commands.add_parser(name, help=f"run the {name} stage")
-        stage.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
-        stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a parameter, e.g. --set train.epochs=3 (repeatable)")
+    for name in STAGES:
+        add_stage_arguments(commands.add_parser(name, help=f"run the {name} stage"))
     export = commands.add_parser("export", help="write the trained encoder as ONNX")
     export.add_argument("--model", default="models/latest", help="trained model (default: %(default)s)")
     export.add_argument("--output", default="models/onnx", help="target folder (default: %(default)s)")
@@ -43,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Submit a stage (with what it depends on) or the whole pipeline (repro) as a Ray "
                     "job, follow it and fetch its outputs into this checkout; or status/logs/stop/fetch "
                     "a job submitted earlier. See cluster/README.md.")
-    submit.add_argument("action", choices=(*STAGE_NAMES, "repro", *SUBMIT_ACTIONS),
+    submit.add_argument("action", choices=(*STAGES, "repro", *SUBMIT_ACTIONS),
                         help="a stage or repro to submit; status|logs|stop|fetch JOB_ID to manage a job")
     submit.add_argument("job_id", nargs="?", help="the job, for status|logs|stop|fetch")
     submit.add_argument("--address", default=None,
@@ -78,18 +74,6 @@ def _submit(args: argparse.Namespace) -> int:
                          with_pip=args.with_pip, wait=args.wait)
 
 
-def _guarded(name: str, action: Callable[[], int | None]) -> int:
-    """Run a command; a user error becomes one message and exit 2, Ctrl-C exit 130."""
-    try:
-        return action() or 0
-    except SeqmodelsError as error:
-        print(f"seqmodels {name}: error: {error.message}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print(f"seqmodels {name}: interrupted; published outputs are unchanged", file=sys.stderr)
-        return 130
-
-
 def _export(args: argparse.Namespace) -> None:
     from seqmodels.export import export_onnx
 
@@ -120,27 +104,16 @@ def _outputs(args: argparse.Namespace) -> None:
         print(f"({table.num_rows} rows)")
 
 
-def run_stage(name: str, params: str = "params.yaml", overrides: Sequence[str] = ()) -> int:
-    from seqmodels.stages import STAGES
-
-    try:
-        return _guarded(name, lambda: STAGES[name](load_config(params, list(overrides))))
-    finally:
-        if "ray" in sys.modules:
-            from seqmodels.distributed.runtime import shutdown_ray
-
-            shutdown_ray()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "export":
-        return _guarded("export", lambda: _export(args))
+        return guarded("export", lambda: _export(args))
     if args.command == "outputs":
-        return _guarded("outputs", lambda: _outputs(args))
+        return guarded("outputs", lambda: _outputs(args))
     if args.command == "submit":
-        return _guarded("submit", lambda: _submit(args))
-    return run_stage(args.command, args.params, args.overrides)
+        return guarded("submit", lambda: _submit(args))
+    stage_args = ["--params", args.params, *(f"--set={item}" for item in args.overrides)]
+    return run_stage(args.command, stage_runner(args.command), stage_args)
 
 
 if __name__ == "__main__":

@@ -106,13 +106,13 @@ def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_trunca
     """Real Ray Train: a finished 2-epoch run whose latest checkpoint is then truncated. The
     rerun (same params, so the same run) resumes from the newest readable checkpoint and
     retrains the lost epoch."""
-    from seqmodels import stages
     from seqmodels.distributed.runtime import shutdown_ray
     from seqmodels.distributed.train import run_checkpoints, run_name, train_distributed
     from seqmodels.publish import hash_path
+    from seqmodels.stages import prepare
 
     cfg = tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 2, "workers": 1})})
-    stages.prepare(cfg)
+    prepare.run(cfg)
     try:
         first = train_distributed(cfg)
         assert [int(e["epoch"]) for e in first.history] == [0, 1] and first.resumed_at == []

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from seqmodels import stages
 from seqmodels.checkpoints import export_model, load_exported_model
 from seqmodels.config import Config
 from seqmodels.data.tables import parquet_write_options, read_spec, vectors
@@ -31,6 +30,7 @@ from seqmodels.models import build_model
 from seqmodels.models.registry import families_for, model_kinds
 from seqmodels.publish import publishing
 from seqmodels.spec import EXAMPLES_FILE
+from seqmodels.stages import evaluate, infer, prepare, validate
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 from tests.conftest import REPO, make_series_table, tiny_config
 
@@ -104,7 +104,7 @@ def predict_in_process(cfg: Config) -> int:
                               **parquet_write_options(batches[0].schema)) as writer:
             for batch in batches:
                 writer.write_table(batch)
-        return stages.check_and_describe_outputs(cfg, staging, model, spec, windows)
+        return infer.check_and_describe_outputs(cfg, staging, model, spec, windows)
 
 
 @pytest.mark.parametrize(("data_kind", "family", "variational"), MATRIX,
@@ -114,11 +114,11 @@ def test_every_documented_combination_prepares_trains_infers_and_evaluates(tmp_p
     cfg = tiny_config(tmp_path, data=write_source(data_kind, tmp_path),
                       model={"kind": family, "variational": variational, "beta": 0.1, "num_layers": 1},
                       train={"epochs": 1, "workers": 1, "batch_size": 16})
-    stages.prepare(cfg)
-    stages.validate(cfg)
+    prepare.run(cfg)
+    validate.run(cfg)
     train_one_epoch(cfg)
     rows = predict_in_process(cfg)
-    stages.evaluate(cfg)
+    evaluate.run(cfg)
 
     spec = read_spec(cfg.paths.prepared)
     model, _, _ = load_exported_model(cfg.paths.model)

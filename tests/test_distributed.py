@@ -7,12 +7,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from seqmodels import stages
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.data import schemas
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.publish import MANIFEST
+from seqmodels.stages import evaluate, infer, prepare, train, validate
 from tests.conftest import exported_vs_untrained_loss, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,9 @@ def _ray_teardown():
 
 
 def test_train_infer_evaluate_on_two_ray_workers(tiny):
-    stages.prepare(tiny)
-    stages.validate(tiny)
-    stages.train(tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 4})}))
+    prepare.run(tiny)
+    validate.run(tiny)
+    train.run(tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 4})}))
 
     history = read_history(tiny.paths.train_live)
     assert list(history["epoch"]) == [1, 2, 3, 4]
@@ -40,7 +40,7 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
     _, cfg, spec = load_exported_model(tiny.paths.model)
     windows = pq.read_table(f"{tiny.paths.prepared}/examples.parquet").to_pandas()
 
-    stages.infer(tiny)
+    infer.run(tiny)
     out_dir = tiny.paths.outputs
     parts = sorted(p.name for p in Path(out_dir).glob("*.parquet"))
     assert parts == ["part-00000.parquet"]
@@ -57,10 +57,10 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
     # Rows come out in input order, and a rerun writes byte-identical files.
     assert output["window_id"].tolist() == windows["window_id"].tolist()
     first = {part.name: part.read_bytes() for part in Path(out_dir).glob("*.parquet")}
-    stages.infer(tiny)
+    infer.run(tiny)
     assert first == {part.name: part.read_bytes() for part in Path(out_dir).glob("*.parquet")}
 
-    stages.evaluate(tiny)
+    evaluate.run(tiny)
     evaluation = json.loads(Path(tiny.paths.eval_metrics).read_text())
     assert set(evaluation["model"]["mse"]) == {"train", "val", "test", "test_normal", "test_anomalous"}
     assert 0.0 <= evaluation["model"]["test_auroc"] <= 1.0
@@ -75,11 +75,11 @@ def test_images_conv_with_classifier_head_end_to_end(tmp_path):
                       model={"kind": "conv", "hidden_size": 8, "num_layers": 2, "latent_dim": 8,
                              "task_weight": 0.05},
                       train={"epochs": 3, "batch_size": 64}, infer={"batch_size": 256})
-    stages.prepare(cfg)
-    stages.validate(cfg)
-    stages.train(cfg)
-    stages.infer(cfg)
-    stages.evaluate(cfg)
+    prepare.run(cfg)
+    validate.run(cfg)
+    train.run(cfg)
+    infer.run(cfg)
+    evaluate.run(cfg)
     output = pq.read_table(cfg.paths.outputs).to_pandas()
     assert len(output) == 1797
     assert {"image_id", "predicted_class", "latent", "reconstruction"} <= set(output.columns)
@@ -93,11 +93,11 @@ def test_images_conv_with_classifier_head_end_to_end(tmp_path):
 def test_a_diverging_run_surfaces_the_workers_error_not_a_ray_trace(tiny):
     from seqmodels.errors import TrainingDivergedError
 
-    stages.prepare(tiny)
+    prepare.run(tiny)
     exploding = tiny.model_copy(update={"train": tiny.train.model_copy(
         update={"lr": 1e30, "grad_clip": None, "epochs": 3, "storage": tiny.train.storage + "-nan"})})
     with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) at epoch \d+, step \d+"):
-        stages.train(exploding)
+        train.run(exploding)
     assert not Path(tiny.paths.model).exists()  # nothing published for a failed run
 
 
@@ -105,7 +105,7 @@ def test_tabular_dense_on_shuttle_through_ray(tmp_path):
     cfg = tiny_config(tmp_path, data={"kind": "tabular", "source": "shuttle"},
                       model={"kind": "dense", "hidden_size": 16, "latent_dim": 4},
                       train={"epochs": 2, "batch_size": 512}, infer={"batch_size": 4096})
-    for stage in (stages.prepare, stages.validate, stages.train, stages.infer, stages.evaluate):
+    for stage in (prepare.run, validate.run, train.run, infer.run, evaluate.run):
         stage(cfg)
     output = pq.read_table(cfg.paths.outputs, columns=["row_id", "score"]).to_pandas()
     assert len(output) == 49_097 and output["row_id"].is_unique
@@ -118,7 +118,7 @@ def test_tokens_seq2seq_through_ray(tmp_path):
                                       "max_examples": 600},
                       model={"kind": "seq2seq", "hidden_size": 32, "latent_dim": 8},
                       train={"epochs": 2, "batch_size": 64}, infer={"batch_size": 128})
-    for stage in (stages.prepare, stages.validate, stages.train, stages.infer, stages.evaluate):
+    for stage in (prepare.run, validate.run, train.run, infer.run, evaluate.run):
         stage(cfg)
     output = pq.read_table(cfg.paths.outputs).to_pandas()
     assert len(output) == 600 and output["seq_id"].is_unique
@@ -138,12 +138,12 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
 
     from seqmodels.checkpoints import export_model
     from seqmodels.data.tables import examples_to_arrow
-    from seqmodels.distributed import infer
+    from seqmodels.distributed import infer as distributed_infer
     from seqmodels.models import build_model
     from seqmodels.spec import DataSpec
 
-    monkeypatch.setattr(infer, "INFER_BLOCK_BYTES", 64 << 10)
-    monkeypatch.setattr(infer, "INFER_FILE_BYTES", 256 << 10)
+    monkeypatch.setattr(distributed_infer, "INFER_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(distributed_infer, "INFER_FILE_BYTES", 256 << 10)
     cfg = tiny_config(tmp_path, infer={"batch_size": 500, "concurrency": 2})
     spec = DataSpec(kind="series", input_shape=(20, 1), features=("value",))
     torch.manual_seed(0)
@@ -157,7 +157,7 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
 
     runs = []
     for name in ("first", "second"):
-        infer.predict_to_parquet(cfg, tmp_path / "model", tmp_path / "examples.parquet", tmp_path / name)
+        distributed_infer.predict_to_parquet(cfg, tmp_path / "model", tmp_path / "examples.parquet", tmp_path / name)
         runs.append({part.name: part.read_bytes() for part in sorted((tmp_path / name).glob("*.parquet"))})
     assert len(runs[0]) > 2, "the small file target should have split the output"
     # ... into files of about the target size, not one per (64 KiB) block

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from seqmodels import stages
 from seqmodels.config import ThresholdConfig
 from seqmodels.data.tables import examples_to_arrow, fixed_list
 from seqmodels.distributed.live import write_history
@@ -25,6 +24,7 @@ from seqmodels.evaluation import (
 )
 from seqmodels.publish import MANIFEST
 from seqmodels.spec import EXAMPLES_FILE, SPEC_FILE, VOCAB_FILE, DataSpec
+from seqmodels.stages import evaluate
 from tests.conftest import tiny_config
 
 
@@ -152,7 +152,7 @@ def test_evaluate_writes_report_metrics_and_every_plot(tmp_path, kind):
     cfg = tiny_config(tmp_path)
     spec = SPECS[kind]
     write_fake_run(cfg, spec)
-    stages.evaluate(cfg)
+    evaluate.run(cfg)
 
     result = json.loads(Path(cfg.paths.eval_metrics).read_text())
     report = pd.read_csv(cfg.paths.anomalies)
@@ -183,7 +183,7 @@ def test_evaluate_writes_report_metrics_and_every_plot(tmp_path, kind):
 def test_outputs_without_reconstructions_skip_the_example_plot(tmp_path):
     cfg = tiny_config(tmp_path, evaluate={"threshold": {"method": "best_f1", "percentile": 90}})
     write_fake_run(cfg, SPECS["series"], reconstructions=False)
-    stages.evaluate(cfg)
+    evaluate.run(cfg)
     result = json.loads(Path(cfg.paths.eval_metrics).read_text())
     assert "examples.png" not in {p.name for p in Path(cfg.paths.plots).iterdir()}
     assert "write_reconstructions" in result["plots_skipped"]["examples.png"]
@@ -199,7 +199,7 @@ def test_evaluate_scores_the_pca_baseline_with_the_models_score(tmp_path):
         write_fake_run(cfg, SPECS["series"])
         manifest = Path(cfg.paths.outputs) / MANIFEST
         manifest.write_text(json.dumps({"params": {"model": {"latent_dim": 4, "score": score}}}))
-        stages.evaluate(cfg)
+        evaluate.run(cfg)
         results[score] = json.loads(Path(cfg.paths.eval_metrics).read_text())["pca"]["mse"]["test"]
     # warping can only lower the error (the unwarped alignment is one of its paths)
     assert 0 < results["dtw"] < results["mse"]

@@ -16,11 +16,11 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from seqmodels import stages
 from seqmodels.config import Config
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.distributed.train import train_distributed
+from seqmodels.stages import infer, prepare, train, validate
 from tests.conftest import REPO, exported_vs_untrained_loss, write_params
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,8 @@ def _with_train(cfg: Config, **train) -> Config:
 
 @pytest.fixture
 def prepared(tiny: Config) -> Config:
-    stages.prepare(tiny)
-    stages.validate(tiny)
+    prepare.run(tiny)
+    validate.run(tiny)
     return tiny
 
 
@@ -177,8 +177,8 @@ def test_ctrl_c_exits_130_with_one_message_and_publishes_nothing(prepared, tmp_p
 
 
 def test_a_killed_infer_stage_leaves_the_published_outputs_intact(prepared, tmp_path):
-    stages.train(_with_train(prepared, epochs=2))
-    stages.infer(prepared)
+    train.run(_with_train(prepared, epochs=2))
+    infer.run(prepared)
     published = Path(prepared.paths.outputs)
     before = {part.name: part.read_bytes() for part in published.iterdir()}
     reference = pq.read_table(published).sort_by("window_id")
@@ -195,6 +195,6 @@ def test_a_killed_infer_stage_leaves_the_published_outputs_intact(prepared, tmp_
     _kill_stage(process)
 
     assert {part.name: part.read_bytes() for part in published.iterdir()} == before
-    stages.infer(prepared)  # the rerun clears the dead run's staging folder and completes
+    infer.run(prepared)  # the rerun clears the dead run's staging folder and completes
     assert not list(published.parent.glob(f".{published.name}.*-*"))
     assert pq.read_table(published).sort_by("window_id").equals(reference)

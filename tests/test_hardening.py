@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqmodels import stages
 from seqmodels.checkpoints import WEIGHTS_FILE, export_model
 from seqmodels.config import Config
 from seqmodels.data.tables import read_spec
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
+from seqmodels.stages import prepare, validate
 from tests.conftest import REPO, run_pipeline, tiny_config, write_params
 
 BAD = REPO / "tests" / "data" / "bad"
@@ -29,8 +29,8 @@ def project(tmp_path: Path, series_csv: Path) -> Config:
     """Good data prepared and validated, and an (untrained) model exported: the outputs a
     failing stage must leave alone. Windows of 4 steps so the small bad files get that far."""
     cfg = tiny_config(tmp_path, data={"window": 4, "stride": 4})
-    stages.prepare(cfg)
-    stages.validate(cfg)
+    prepare.run(cfg)
+    validate.run(cfg)
     spec = read_spec(cfg.paths.prepared)
     export_model(Path(cfg.paths.model), build_model(cfg.model, spec).state_dict(), cfg.model, spec)
     write_params(cfg, tmp_path / "params.yaml")
@@ -93,7 +93,7 @@ def test_bad_data_stops_prepare_with_one_message_and_keeps_outputs(case, project
     code, stderr = cli("prepare", "--params", str(tmp_path / "params.yaml"), *sets)
     assert_clean_failure(code, stderr, [*expected, name])
     assert published(project) == before
-    report = stages.prepare_report_path(project)
+    report = prepare.report_path(project)
     if case in VALIDATION_REPORTED:  # the full Pandera report is on disk, named in the message
         assert str(report) in stderr
         [table] = json.loads(report.read_text())["tables"]

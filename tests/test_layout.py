@@ -13,6 +13,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import REPO
 
 PACKAGE = "seqmodels"
@@ -140,3 +142,58 @@ def test_building_a_model_imports_neither_pandas_nor_pyarrow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def runtime_closure(module: str) -> set[Path]:
+    """The project files that run when `module` runs: its imports, theirs, and the __init__ of
+    every package on the way (importing a.b.c runs a/__init__ and a/b/__init__ first)."""
+    files: set[Path] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        path = module_file(current)
+        if path in files:
+            continue
+        files.add(path)
+        parts = current.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)) if module_file(".".join(parts[:i])))
+        todo.extend(imports_of(current))
+    return files
+
+
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def code_deps(deps: list[str]) -> set[Path]:
+    """The Python files a stage's deps cover (a folder covers every file under it)."""
+    files: set[Path] = set()
+    for dep in deps:
+        path = REPO / dep
+        if path.suffix == ".py":
+            files.add(path)
+        elif path.is_dir() and dep.split("/")[0] in (PACKAGE, "pipelines"):
+            files.update(path.rglob("*.py"))
+    return files
+
+
+def test_stages_agree_across_the_package_the_entry_points_and_dvc_yaml():
+    from seqmodels.stages import STAGES
+
+    assert list(dvc_stages()) == list(STAGES)
+    assert sorted(p.stem for p in (REPO / "pipelines").glob("*.py")) == sorted(STAGES)
+    assert all(module_file(f"seqmodels.stages.{name}") for name in STAGES)
+
+
+def test_every_stage_depends_on_exactly_the_code_it_runs():
+    """A dep missing here leaves a stale output that `dvc status` calls up to date; an extra
+    one reruns a stage for code it never runs."""
+    problems = {}
+    for name, stage in dvc_stages().items():
+        declared = code_deps(stage["deps"])
+        imported = runtime_closure(f"pipelines.{name}")
+        missing = sorted(str(p.relative_to(REPO)) for p in imported - declared)
+        extra = sorted(str(p.relative_to(REPO)) for p in declared - imported)
+        if missing or extra:
+            problems[name] = {"missing": missing, "not imported": extra}
+    assert problems == {}

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqmodels import stages
 from seqmodels.checkpoints import export_model, load_exported_model
 from seqmodels.data.tables import read_spec
 from seqmodels.errors import OutputError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path, publishing, write_text_atomic
+from seqmodels.stages import prepare, validate
 from tests.conftest import REPO, make_series_table, write_params
 
 
@@ -89,7 +89,7 @@ def test_an_unwritable_output_folder_is_a_clear_error(tmp_path, published_dir, m
 
 
 def test_a_full_disk_while_exporting_the_model_keeps_the_previous_model(tiny, tmp_path, monkeypatch):
-    stages.prepare(tiny)
+    prepare.run(tiny)
     spec = read_spec(tiny.paths.prepared)
     model_dir = Path(tiny.paths.model)
     export_model(model_dir, build_model(tiny.model, spec).state_dict(), tiny.model, spec)
@@ -105,10 +105,10 @@ def test_a_full_disk_while_exporting_the_model_keeps_the_previous_model(tiny, tm
 
 
 def test_prepare_on_a_full_disk_exits_2_and_keeps_the_prepared_data(tiny, cli, tmp_path, monkeypatch):
-    stages.prepare(tiny)
+    prepare.run(tiny)
     prepared = Path(tiny.paths.prepared)
     before = hash_path(prepared)
-    monkeypatch.setattr(stages.pq, "write_table", no_space)
+    monkeypatch.setattr(prepare.pq, "write_table", no_space)
     code, stderr = cli("prepare", "--params", str(write_params(tiny, tmp_path / "params.yaml")),
                        "--set", "seed=1")
     assert code == 2 and "Traceback" not in stderr
@@ -128,7 +128,7 @@ def _limit_file_size(limit: int):
 def test_a_real_write_failure_in_the_prepare_entry_point_loses_nothing(tiny, tmp_path):
     """A fresh interpreter whose files may not exceed 4 KiB (ulimit -f): the OS refuses the
     Parquet write itself, as it does on a full disk."""
-    stages.prepare(tiny)
+    prepare.run(tiny)
     prepared = Path(tiny.paths.prepared)
     before = hash_path(prepared)
     params = write_params(tiny, tmp_path / "params.yaml")
@@ -150,8 +150,8 @@ def _big_series_csv(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["prepare", "validate"])
 def test_a_stage_killed_at_a_random_point_keeps_its_outputs_and_reruns(stage, tiny, tmp_path):
-    stages.prepare(tiny)
-    stages.validate(tiny)
+    prepare.run(tiny)
+    validate.run(tiny)
     big, probe = tmp_path / "big.csv", tmp_path / "probe"
     _big_series_csv(big)
     # The killed runs would publish the outputs of a bigger data set: a swap that happened
@@ -159,7 +159,7 @@ def test_a_stage_killed_at_a_random_point_keeps_its_outputs_and_reruns(stage, ti
     if stage == "prepare":
         target, key, sets = Path(tiny.paths.prepared), "paths.prepared", [f"data.source={big}"]
     else:
-        stages.prepare(tiny.model_copy(update={
+        prepare.run(tiny.model_copy(update={
             "data": tiny.data.model_copy(update={"source": str(big)}),
             "paths": tiny.paths.model_copy(update={"prepared": str(probe / "prepared")})}))
         target, key = Path(tiny.paths.validation_report), "paths.validation_report"
@@ -186,7 +186,7 @@ def test_a_stage_killed_at_a_random_point_keeps_its_outputs_and_reruns(stage, ti
         assert state in (old, new), f"killed after {delay:.2f} s of {duration:.2f} s: a mixed output"
         outcomes.append("old" if state == old else "new")
         if state == new:  # published before the kill came: put the old version back for the next try
-            stages.prepare(tiny) if stage == "prepare" else stages.validate(tiny)
+            prepare.run(tiny) if stage == "prepare" else validate.run(tiny)
     rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert hash_path(target) == new

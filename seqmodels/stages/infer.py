@@ -1,0 +1,79 @@
+"""Stage `infer`: the exported model over every prepared window with Ray Data
+(seqmodels.distributed.infer), checked and published to paths.outputs with a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from seqmodels.checkpoints import load_exported_model
+from seqmodels.config import Config
+from seqmodels.data import schemas
+from seqmodels.distributed.infer import predict_to_parquet
+from seqmodels.errors import DataError
+from seqmodels.models.base import FusedAutoencoder
+from seqmodels.publish import (
+    MANIFEST,
+    build_manifest,
+    clean_stale_staging,
+    hash_path,
+    publishing,
+    write_json_atomic,
+)
+from seqmodels.spec import EXAMPLES_FILE, DataSpec
+
+OUTPUT_VALIDATION_ROWS = 65_536
+
+
+def run(cfg: Config) -> None:
+    prepared, model_dir, target = Path(cfg.paths.prepared), Path(cfg.paths.model), Path(cfg.paths.outputs)
+    model, _, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
+    windows = prepared / EXAMPLES_FILE
+    clean_stale_staging(target)
+    with publishing(target) as staging:
+        predict_to_parquet(cfg, model_dir, windows, staging)
+        rows = check_and_describe_outputs(cfg, staging, model, spec, windows)
+    print(f"wrote {rows} rows (latent_dim={model.cfg.latent_dim}) to {target}")
+
+
+def inference_schema(model: FusedAutoencoder, spec: DataSpec, write_reconstructions: bool):
+    """The columns a model's predictions have: what the model produces (a classifier head
+    or not), not only what the data holds."""
+    width = spec.input_dim if write_reconstructions else None
+    return schemas.output_schema(spec.kind, width, model.cfg.latent_dim, spec.n_classes, spec.vocab_size,
+                                 predicted_classes=model.predicted_classes)
+
+
+def check_and_describe_outputs(cfg: Config, staging: Path, model: FusedAutoencoder, spec: DataSpec,
+                               windows: Path) -> int:
+    """Validate the predictions written into `staging` (one row per input window, each row in
+    the model's output schema) and write their manifest; returns the row count."""
+    model_dir = Path(cfg.paths.model)
+    expected_rows = pq.ParquetFile(windows).metadata.num_rows
+    rows = _validate_output_parts(staging, inference_schema(model, spec, cfg.infer.write_reconstructions))
+    if rows != expected_rows:
+        raise DataError(f"inference wrote {rows} rows for {expected_rows} input windows",
+                        where=str(staging), fix="rerun the infer stage")
+    split_counts = (pads.dataset(staging).to_table(columns=["split"]).column("split")
+                    .value_counts().to_pylist())
+    write_json_atomic(staging / MANIFEST, build_manifest(
+        model={"path": str(model_dir), "sha256": hash_path(model_dir)},
+        input={"path": str(windows), "sha256": hash_path(windows)},
+        params=cfg.to_dict(),
+        rows=rows,
+        rows_per_split={item["values"]: item["counts"] for item in split_counts},
+        schema=pads.dataset(staging, format="parquet").schema.to_string(show_schema_metadata=False),
+    ))
+    return rows
+
+
+def _validate_output_parts(directory: Path, schema) -> int:
+    """Validate the written Parquet in bounded chunks; returns the row count."""
+    rows = 0
+    for part in sorted(directory.glob("*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_VALIDATION_ROWS):
+            schemas.validate_table(batch.to_pandas(), schema, table="inference output", source=str(part))
+            rows += batch.num_rows
+    return rows

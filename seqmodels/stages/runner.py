@@ -1,0 +1,34 @@
+"""Running one stage from a command line: the pipelines/ entry points and the `seqmodels`
+console script share these, so `--params` / `--set` and the error policy are defined once.
+
+Kept light on purpose: a stage's DVC deps are the code its entry point imports, and this
+module is part of every stage's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from seqmodels.config import Config, load_config
+from seqmodels.console import guarded
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, e.g. --set train.epochs=3 (repeatable)")
+
+
+def run_stage(name: str, run: Callable[[Config], None], argv: Sequence[str] = ()) -> int:
+    """Load params once, run the stage, and leave no Ray behind whatever happened."""
+    parser = argparse.ArgumentParser(prog=f"seqmodels {name}", description=f"run the {name} stage")
+    add_stage_arguments(parser)
+    args = parser.parse_args(list(argv))
+    try:
+        return guarded(name, lambda: run(load_config(args.params, args.overrides)))
+    finally:
+        ray = sys.modules.get("ray")  # imported only by the stages that use it
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
