@@ -30,12 +30,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from seqmodels import stages
 from seqmodels.config import Config, config_from_mapping
 from seqmodels.data.tables import read_spec
 from seqmodels.distributed.runtime import init_ray
 from seqmodels.models import build_model
 from seqmodels.spec import EXAMPLES_FILE
+from seqmodels.stages import prepare
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
@@ -109,7 +109,7 @@ def main() -> None:
         root = Path(tmp)
         write_series(root / "series.csv", args.series, 300)
         base = benchmark_config(root, args, workers=1)
-        stages.prepare(base)
+        prepare.run(base)
         train_rows = int((pq.read_table(Path(base.paths.prepared) / EXAMPLES_FILE,
                                         columns=["split"]).column(0).to_numpy() == "train").sum())
         # Ray is started first so the plain loop shares the machine with the same idle Ray
