@@ -215,3 +215,11 @@ def test_seq2seq_export_and_load_gives_identical_decoding(tmp_path):
     loaded, _, _ = load_exported_model(tmp_path)
     torch.testing.assert_close(loaded({"x": WORDS}).reconstruction, model({"x": WORDS}).reconstruction,
                                rtol=0, atol=0)
+
+
+def test_an_unknown_kind_is_a_config_error_naming_the_known_ones():
+    from seqmodels.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown model kind 'transformer'") as caught:
+        build_model(ModelConfig(kind="transformer"), SPEC)
+    assert all(kind in caught.value.message for kind in model_kinds())
