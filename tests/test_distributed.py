@@ -138,11 +138,11 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
 
     from seqmodels.checkpoints import export_model
     from seqmodels.data.tables import examples_to_arrow
-    from seqmodels.distributed import infer
+    from seqmodels.distributed import infer, runtime
     from seqmodels.models import build_model
     from seqmodels.spec import DataSpec
 
-    monkeypatch.setattr(infer, "INFER_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(runtime, "INFER_BLOCK_BYTES", 64 << 10)
     monkeypatch.setattr(infer, "INFER_FILE_BYTES", 256 << 10)
     cfg = tiny_config(tmp_path, infer={"batch_size": 500, "concurrency": 2})
     spec = DataSpec(kind="series", input_shape=(20, 1), features=("value",))

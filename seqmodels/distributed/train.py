@@ -26,7 +26,7 @@ from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import live_callback
-from seqmodels.distributed.runtime import init_ray, local_resources, ray_data_path, train_logging_config
+from seqmodels.distributed.runtime import preflight, ray_data_path, train_logging_config, training_ingest
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
@@ -243,22 +243,6 @@ def _gather_node_ids() -> list[str]:
     return [str(n) for n in nodes]
 
 
-def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
-    """Refuse a worker count the local Ray cannot place (it would wait for resources
-    forever); on a cluster an autoscaler may add machines, so Ray itself decides there."""
-    if cfg.train.use_gpu and cfg.train.workers > gpus:
-        raise ConfigError(f"train.workers={cfg.train.workers} with train.use_gpu needs "
-                          f"{cfg.train.workers} GPU(s); this machine has {gpus:g} visible to torch",
-                          where="params.yaml: train.workers / train.use_gpu",
-                          fix=f"set train.use_gpu: false, or train.workers <= {max(int(gpus), 1)}"
-                          if gpus else "set train.use_gpu: false (no CUDA GPU is visible)")
-    if cfg.train.workers >= cpus:
-        raise ConfigError(
-            f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
-            where="params.yaml: train.workers / ray.num_cpus",
-            fix=f"set train.workers <= {max(int(cpus) - 1, 1)} or raise ray.num_cpus")
-
-
 def _unwrap_failure(error: BaseException) -> BaseException:
     """Find a SeqmodelsError raised inside a worker under Ray's wrapping exceptions."""
     seen = set()
@@ -290,45 +274,43 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     examples = prepared / EXAMPLES_FILE
     build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
     storage = check_storage(cfg.train.storage)
-    resources = local_resources(cfg.ray)
-    if resources is not None:
-        check_resources(cfg, *resources)
-    init_ray(cfg.ray)
+    preflight(cfg, "train")
     name = run_name(cfg, hash_path(examples))
     resuming = run_exists(storage, name)
     if resuming:
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
-    trainer = TorchTrainer(
-        loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
-                           "storage": storage, "run": name},
-        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": 1},
-                                     placement_strategy=cfg.train.placement_strategy),
-        run_config=RunConfig(
-            name=name, storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
-                                               checkpoint_score_attribute=SELECTION_METRIC,
-                                               checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            callbacks=[live_callback(Path(cfg.paths.train_live).resolve(), resume=resuming)],
-            logging_config=train_logging_config(cfg.ray)),
-        datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
-                  for split in ("train", "val")},
-    )
-    try:
-        result = trainer.fit()
-    except SystemExit:
-        # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit(0) from inside fit():
-        # report it as the interruption it is (the CLI exits 130; checkpoints stay for resume).
-        raise KeyboardInterrupt from None
-    except TrainingFailedError as error:
-        cause = _unwrap_failure(error)
-        if isinstance(cause, SeqmodelsError):
-            raise cause from None
-        raise SeqmodelsError(f"training failed: {error}", where=f"{storage}/{name}",
-                             fix="see the worker error above; rerun resumes from the last checkpoint",
-                             ) from None
+    with training_ingest(cfg.ray):
+        trainer = TorchTrainer(
+            loop_per_worker,
+            train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
+                               "storage": storage, "run": name},
+            scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=cfg.train.use_gpu,
+                                         resources_per_worker={"CPU": 1},
+                                         placement_strategy=cfg.train.placement_strategy),
+            run_config=RunConfig(
+                name=name, storage_path=storage,
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
+                                                   checkpoint_score_attribute=SELECTION_METRIC,
+                                                   checkpoint_score_order="min"),
+                failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                callbacks=[live_callback(Path(cfg.paths.train_live).resolve(), resume=resuming)],
+                logging_config=train_logging_config(cfg.ray)),
+            datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
+                      for split in ("train", "val")},
+        )
+        try:
+            result = trainer.fit()
+        except SystemExit:
+            # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit(0) from inside fit():
+            # report it as the interruption it is (the CLI exits 130; checkpoints stay for resume).
+            raise KeyboardInterrupt from None
+        except TrainingFailedError as error:
+            cause = _unwrap_failure(error)
+            if isinstance(cause, SeqmodelsError):
+                raise cause from None
+            raise SeqmodelsError(f"training failed: {error}", where=f"{storage}/{name}",
+                                 fix="see the worker error above; rerun resumes from the last checkpoint",
+                                 ) from None
     if not result.best_checkpoints:
         raise SeqmodelsError("training finished without a checkpoint", where=f"{storage}/{name}")
     ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
