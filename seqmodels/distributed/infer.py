@@ -10,7 +10,9 @@ rows in the same order, byte for byte.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import torch
@@ -19,6 +21,11 @@ from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.data.tables import fixed_list, parquet_write_options, vectors
 from seqmodels.distributed.runtime import batch_inference, multi_node, preflight, ray_data_path
+
+if TYPE_CHECKING:  # Ray itself is imported where it runs: Predictor works without it
+    from ray.data import Datasink
+    from ray.data._internal.execution.interfaces import TaskContext
+    from ray.data.block import Block
 
 VECTOR_COLUMNS = ("x",)
 # Each write task gets blocks worth at least this much, so output files are tens of MB
@@ -30,7 +37,7 @@ INFER_FILE_BYTES = 64 << 20
 class Predictor:
     """Callable class for map_batches: one model per actor, Arrow in, Arrow out."""
 
-    def __init__(self, model: str | dict[str, bytes], use_gpu: bool, write_reconstructions: bool):
+    def __init__(self, model: str | dict[str, bytes], use_gpu: bool, write_reconstructions: bool) -> None:
         """`model`: the exported model folder, or its files by name (see model_source)."""
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         if isinstance(model, str):
@@ -72,7 +79,7 @@ def model_source(model_dir: str | Path, ship_files: bool) -> str | dict[str, byt
     return {path.name: path.read_bytes() for path in sorted(Path(model_dir).iterdir()) if path.is_file()}
 
 
-def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
+def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool) -> Datasink:
     """A Ray Data sink writing each write task's blocks, in order, to part-<task>.parquet.
 
     Ray 2.60's write_parquet hands a task's blocks to pyarrow's write_dataset with threads
@@ -81,31 +88,16 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
     `pin_to_driver`: the folder is local to this node (multi-node cluster), so the
     writes must run here.
     """
-    import pyarrow.parquet as pq
     from ray.data import Datasink
-    from ray.data.block import BlockAccessor
 
     directory = str(Path(output_dir).resolve())
 
-    class OrderedParquetSink(Datasink):
-        def on_write_start(self, schema=None) -> None:  # on the driver, before any write task
+    class OrderedParquetSink(Datasink):  # defined here: Ray is imported only where it runs
+        def on_write_start(self, schema: Any = None) -> None:  # on the driver, before any write task
             Path(directory).mkdir(parents=True, exist_ok=True)
 
-        def write(self, blocks, ctx) -> None:
-            writer = None
-            try:
-                for block in blocks:
-                    table = BlockAccessor.for_block(block).to_arrow()
-                    if table.num_rows == 0:
-                        continue
-                    if writer is None:
-                        part = f"{directory}/part-{ctx.task_idx:05d}.parquet"
-                        writer = pq.ParquetWriter(part, table.schema,
-                                                  **parquet_write_options(table.schema))
-                    writer.write_table(table)
-            finally:
-                if writer is not None:
-                    writer.close()
+        def write(self, blocks: Iterable[Block], ctx: TaskContext) -> None:
+            write_in_order(blocks, f"{directory}/part-{ctx.task_idx:05d}.parquet")
 
         @property
         def supports_distributed_writes(self) -> bool:
@@ -116,6 +108,26 @@ def ordered_parquet_sink(output_dir: str | Path, pin_to_driver: bool):
             return INFER_FILE_BYTES
 
     return OrderedParquetSink()
+
+
+def write_in_order(blocks: Iterable[Block], part: str) -> None:
+    """One ParquetWriter fed the blocks as they come; empty blocks are skipped, so a task that
+    got no rows leaves no file."""
+    import pyarrow.parquet as pq
+    from ray.data.block import BlockAccessor
+
+    writer = None
+    try:
+        for block in blocks:
+            table = BlockAccessor.for_block(block).to_arrow()
+            if table.num_rows == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(part, table.schema, **parquet_write_options(table.schema))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:
