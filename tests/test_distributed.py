@@ -139,10 +139,11 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
     from seqmodels.checkpoints import export_model
     from seqmodels.data.tables import examples_to_arrow
     from seqmodels.distributed import infer as distributed_infer
+    from seqmodels.distributed import runtime
     from seqmodels.models import build_model
     from seqmodels.spec import DataSpec
 
-    monkeypatch.setattr(distributed_infer, "INFER_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(runtime, "INFER_BLOCK_BYTES", 64 << 10)
     monkeypatch.setattr(distributed_infer, "INFER_FILE_BYTES", 256 << 10)
     cfg = tiny_config(tmp_path, infer={"batch_size": 500, "concurrency": 2})
     spec = DataSpec(kind="series", input_shape=(20, 1), features=("value",))
@@ -157,7 +158,8 @@ def test_inference_spread_over_files_and_actors_keeps_input_order_and_reruns_ide
 
     runs = []
     for name in ("first", "second"):
-        distributed_infer.predict_to_parquet(cfg, tmp_path / "model", tmp_path / "examples.parquet", tmp_path / name)
+        distributed_infer.predict_to_parquet(cfg, tmp_path / "model", tmp_path / "examples.parquet",
+                                             tmp_path / name)
         runs.append({part.name: part.read_bytes() for part in sorted((tmp_path / name).glob("*.parquet"))})
     assert len(runs[0]) > 2, "the small file target should have split the output"
     # ... into files of about the target size, not one per (64 KiB) block

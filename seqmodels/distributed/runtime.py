@@ -1,94 +1,213 @@
-"""Starting or joining Ray with resources that cannot starve each other.
+"""Starting or joining Ray with resources that cannot starve each other, and Ray Data's settings.
 
 Locally, Ray gets an explicit logical CPU count (params: ray.num_cpus) rather than
 "whatever the machine has", and Ray Data gets a CPU cap, so that training workers that
 each hold one CPU still leave room for the Ray Data tasks feeding them. With RAY_ADDRESS
 (or ray.address) set, the same code joins that cluster instead.
+
+Every Ray Data setting of the project is here, one context manager per purpose:
+`training_ingest` and `batch_inference` apply that purpose's settings to Ray Data's
+DataContext and restore them on exit. The measurements behind the values are in
+docs/performance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-from seqmodels.config import RayConfig
-from seqmodels.errors import SeqmodelsError
+from seqmodels.config import Config, RayConfig
+from seqmodels.errors import ConfigError, SeqmodelsError
 
-# In Ray worker processes glibc's malloc kept serving the ~0.1-10 MB tensors of each batch
-# with fresh mmap/munmap calls (5x the page faults of the same loop in a plain process),
-# which cost 15-20% of training speed. Fixed thresholds keep such buffers on the heap for
-# reuse: measured 8,100 -> 10,000 samples/s for the same loop in a Ray task (plain: 10,100).
-# Ray Train and Ray Data run the user's code in a thread, whose malloc arena is a separate
-# mmap'd heap that the thresholds above do not keep: the plain inference loop ran 12%
-# slower in a thread of a Ray actor (8.0-8.3 s vs 7.2 s for 300k windows) until one arena
-# (MALLOC_ARENA_MAX=1) brought it back to 7.3 s.
-# Arrow allocates from its own mimalloc pool, which gives freed pages back only on a later
-# call into it: a worker that had run a Parquet read task then sat idle holding them (summed
-# over the idle workers, 0.4-0.8 GB at the peak of a 10M-window inference). Purging on free
-# returns them at once: that peak fell from 3.4 to 2.9 GB.
+# Ray's processes need these malloc settings: without them glibc churns mmap for each
+# batch's tensors and a worker thread's own arena undoes that (training and inference
+# speed), and mimalloc keeps freed Arrow pages in idle workers (inference memory).
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
                  "MALLOC_ARENA_MAX": "1", "MIMALLOC_PURGE_DELAY": "0"}
+# Inference output blocks: a map actor buffers its output until a block reaches this size,
+# and Ray's default (128 MiB) let the predictor's memory grow with the number of rows.
+INFER_BLOCK_BYTES = 8 << 20
+# Ray Data's V2 Parquet reader takes these from the environment when a read is planned: one
+# footer-reading actor (its default, 32, took seconds to start on a small machine) and 64 MiB
+# per read task (a read task's memory follows what it reads). A user's own value wins.
+INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
+                    "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(64 << 20)}
 
 
 def init_ray(cfg: RayConfig) -> None:
+    """Start a local Ray or join a cluster, once per process, with the workers' environment."""
     import ray
 
     if ray.is_initialized():
-        configure_data_context(cfg)  # Ray Train may have swapped the execution options
         return
-    address = cfg.resolved_address
-    quiet = ray.LoggingConfig(log_level=cfg.log_level)
     env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s),
                 **WORKER_MALLOC}
     for name, value in env_vars.items():
         os.environ.setdefault(name, value)  # the local raylet, its workers and the controller inherit these
     try:
-        if address:
-            # A cluster's workers do not inherit this process's environment: the job's
-            # runtime_env carries it to them.
-            ray.init(address=address, logging_level=cfg.log_level, logging_config=quiet,
-                     runtime_env={"env_vars": env_vars})
+        if cfg.resolved_address:
+            _join_cluster(cfg, env_vars)
         else:
-            # No job runtime_env here: the raylet's pre-started idle workers were started
-            # without one, and Ray gives a task or actor only a worker of the same runtime
-            # env, so with one every task and actor waited for a new worker process
-            # (measured on a warm local Ray: an empty actor ready in 1.9-2.5 s, 0.35-1.1 s
-            # without). The workers get the variables above through the raylet's environment.
-            # The dashboard process serves the state API that Ray Train's placement-group
-            # cleaner polls; bound to loopback only.
-            store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
-            ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
-                     include_dashboard=True, dashboard_host="127.0.0.1",
-                     logging_level=cfg.log_level, logging_config=quiet)
+            _start_local(cfg)
     except ConnectionError as error:
-        raise SeqmodelsError(f"cannot connect to Ray at {address}: {error}",
+        raise SeqmodelsError(f"cannot connect to Ray at {cfg.resolved_address}: {error}",
                              where="RAY_ADDRESS / ray.address",
                              fix="check the address, or unset it to run on a local Ray") from None
-    configure_data_context(cfg)
 
 
-def configure_data_context(cfg: RayConfig) -> None:
-    """Ordered, CPU- and memory-capped Ray Data execution; called before every pipeline is built."""
-    from ray.data import DataContext, ExecutionResources
+def _join_cluster(cfg: RayConfig, env_vars: dict[str, str]) -> None:
+    """A cluster's workers do not inherit this process's environment: the job's runtime_env
+    carries it to them."""
+    import ray
 
-    logging.getLogger("ray.data").setLevel(cfg.log_level)  # the driver's logger may predate the env
+    ray.init(address=cfg.resolved_address, logging_level=cfg.log_level,
+             logging_config=ray.LoggingConfig(log_level=cfg.log_level), runtime_env={"env_vars": env_vars})
+
+
+def _start_local(cfg: RayConfig) -> None:
+    """A local Ray without a job runtime_env: Ray hands a task or actor only a pre-started
+    worker of the same runtime_env, and the raylet's idle workers have none, so with one
+    every task and actor would wait for a new worker process. The workers get the
+    variables set by init_ray through the raylet's environment instead."""
+    import ray
+
+    store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
+    # The dashboard process serves the state API that Ray Train's placement-group cleaner
+    # polls; bound to loopback only.
+    ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
+             include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level=cfg.log_level, logging_config=ray.LoggingConfig(log_level=cfg.log_level))
+
+
+def preflight(cfg: Config, purpose: Literal["train", "infer"]) -> None:
+    """Refuse what the local Ray could never place, then start or join Ray: Ray itself would
+    wait for the resources forever. On a cluster an autoscaler may add machines, so Ray
+    decides there."""
+    resources = local_resources(cfg.ray)
+    if resources is not None:
+        _FITS[purpose](cfg, *resources)
+    init_ray(cfg.ray)
+
+
+def check_train_fits(cfg: Config, cpus: float, gpus: float) -> None:
+    """Each train worker holds one CPU (and one GPU with train.use_gpu), and Ray Data needs
+    at least one CPU left to feed them."""
+    if cfg.train.use_gpu and cfg.train.workers > gpus:
+        raise ConfigError(f"train.workers={cfg.train.workers} with train.use_gpu needs "
+                          f"{cfg.train.workers} GPU(s); this machine has {gpus:g} visible to torch",
+                          where="params.yaml: train.workers / train.use_gpu",
+                          fix=f"set train.use_gpu: false, or train.workers <= {max(int(gpus), 1)}"
+                          if gpus else "set train.use_gpu: false (no CUDA GPU is visible)")
+    if cfg.train.workers >= cpus:
+        raise ConfigError(
+            f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
+            where="params.yaml: train.workers / ray.num_cpus",
+            fix=f"set train.workers <= {max(int(cpus) - 1, 1)} or raise ray.num_cpus")
+
+
+def check_infer_fits(cfg: Config, cpus: float, gpus: float) -> None:
+    """Each predictor actor holds one CPU (and one GPU with infer.use_gpu)."""
+    pool = cfg.infer.concurrency
+    if cfg.infer.use_gpu and pool > gpus:
+        raise ConfigError(f"infer.concurrency={pool} predictor(s) with infer.use_gpu need {pool} GPU(s); "
+                          f"this machine has {gpus:g} visible to torch",
+                          where="params.yaml: infer.use_gpu / infer.concurrency",
+                          fix="set infer.use_gpu: false" if not gpus
+                          else f"set infer.concurrency <= {int(gpus)}")
+    if pool > cpus:
+        raise ConfigError(f"infer.concurrency={pool} predictor actors need {pool} CPUs; Ray has {cpus:g}",
+                          where="params.yaml: infer.concurrency / ray.num_cpus",
+                          fix=f"set infer.concurrency <= {int(cpus)} or raise ray.num_cpus")
+
+
+_FITS = {"train": check_train_fits, "infer": check_infer_fits}
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """One purpose's Ray Data settings; None leaves a limit unlimited, or the block size as it is."""
+
+    log_level: str
+    datasource_v2: bool
+    cpu_limit: float | None
+    memory_limit_mb: int | None
+    max_block_bytes: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def training_ingest(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
+    """Settings for the Datasets fed to Ray Train (the trainer copies the DataContext when it
+    is built). V1 Parquet reader: V2 starts a pool of footer-reading actors for every read,
+    most of a small read's time; the CPU cap keeps Ray Data from starving the train workers."""
+    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=False,
+                                      cpu_limit=cfg.data_cpu_limit,
+                                      memory_limit_mb=cfg.data_memory_limit_mb))
+
+
+def batch_inference(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
+    """Settings for the inference pipeline. V2 Parquet reader with one footer actor: V1 reads
+    a file in one task whose memory grows on a large file. No CPU cap: inference has Ray to
+    itself, and a 1-CPU cap serialised reading, the model and writing. The memory cap stays."""
+    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=True, cpu_limit=None,
+                                      memory_limit_mb=cfg.data_memory_limit_mb,
+                                      max_block_bytes=INFER_BLOCK_BYTES, env=INFER_READER_ENV))
+
+
+# What data_settings changes, and so restores: DataContext fields, then its execution options'.
+_CONTEXT_FIELDS = ("enable_progress_bars", "use_datasource_v2", "target_max_block_size")
+_OPTION_FIELDS = ("preserve_order", "resource_limits")
+
+
+@contextlib.contextmanager
+def data_settings(settings: DataSettings) -> Iterator[None]:
+    """Apply `settings` to the current DataContext while Datasets are built and run (each
+    Dataset seals a copy when created), then put back what was there, so one purpose's
+    settings never leak into another's."""
+    from ray.data import DataContext
+
     context = DataContext.get_current()
+    options = context.execution_options
+    saved = {name: getattr(context, name) for name in _CONTEXT_FIELDS}
+    saved_options = {name: getattr(options, name) for name in _OPTION_FIELDS}
+    added = [name for name in settings.env if name not in os.environ]
+    try:
+        _apply(context, settings)
+        yield
+    finally:
+        context.execution_options = options
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for name, value in saved_options.items():
+            setattr(options, name, value)
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _apply(context: Any, settings: DataSettings) -> None:
+    """Ordered, CPU- and memory-capped execution, as `settings` says."""
+    from ray.data import ExecutionResources
+
+    # The driver's logger may predate RAY_DATA_LOG_LEVEL; a console setting, kept after exit.
+    logging.getLogger("ray.data").setLevel(settings.log_level)
     context.execution_options.preserve_order = True  # deterministic output order
     context.enable_progress_bars = sys.stderr.isatty()
-    # Ray 2.60's default Parquet reader (datasource V2) lists files through a pool of 32
-    # FooterReader actors started for every read: 7-12 s (up to 17 s) to read one
-    # 10k-row file on 2 cores, 0.15 s of it CPU. Our reads are a few files whose footers
-    # the driver reads in milliseconds, so the V1 reader does the same read in 0.26 s.
-    # This was most of inference's fixed cost, and it hit every training ingest too.
-    context.use_datasource_v2 = False
-    memory = cfg.data_memory_limit_mb * 2**20 if cfg.data_memory_limit_mb is not None else None
+    context.use_datasource_v2 = settings.datasource_v2
+    if settings.max_block_bytes is not None:
+        context.target_max_block_size = settings.max_block_bytes
+    for name, value in settings.env.items():
+        os.environ.setdefault(name, value)
+    memory = settings.memory_limit_mb * 2**20 if settings.memory_limit_mb is not None else None
     # for_limits: an omitted resource is unlimited (the plain constructor would make it 0,
     # e.g. no GPU at all for a GPU predictor).
     context.execution_options.resource_limits = ExecutionResources.for_limits(
-        cpu=cfg.data_cpu_limit, object_store_memory=memory)
+        cpu=settings.cpu_limit, object_store_memory=memory)
 
 
 def ray_data_path(path: str | Path) -> str:
@@ -114,7 +233,8 @@ def multi_node() -> bool:
     return len(alive) > 1 and not ray.util.client.ray.is_connected()
 
 
-def train_logging_config(cfg: RayConfig):
+def train_logging_config(cfg: RayConfig) -> Any:
+    """Ray Train's own logging config, at the same level as the rest of Ray."""
     import ray
 
     return ray.LoggingConfig(log_level=cfg.log_level)
@@ -132,6 +252,7 @@ def local_resources(cfg: RayConfig) -> tuple[float, float] | None:
 
 
 def shutdown_ray() -> None:
+    """Stop this process's Ray, if it started or joined one."""
     import ray
 
     if ray.is_initialized():

@@ -15,10 +15,10 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,12 +26,17 @@ from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import live_callback
-from seqmodels.distributed.runtime import init_ray, local_resources, ray_data_path, train_logging_config
+from seqmodels.distributed.runtime import preflight, ray_data_path, train_logging_config, training_ingest
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
 from seqmodels.spec import EXAMPLES_FILE, DataSpec
 from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything
+
+if TYPE_CHECKING:  # Ray itself is imported where it runs
+    from ray.data import Dataset
+    from ray.train import Checkpoint, Result
+    from ray.train.torch import TorchTrainer
 
 SELECTION_METRIC = "selection_loss"
 # Worker progress goes through logging so Ray's log level (ray.log_level) governs it;
@@ -41,6 +46,8 @@ log = logging.getLogger("seqmodels.train")
 
 @dataclass
 class TrainOutcome:
+    """What the train stage exports and records: the best weights, and the run they came from."""
+
     weights: dict[str, torch.Tensor]
     best_metrics: dict[str, Any]
     history: list[dict[str, float]]
@@ -72,6 +79,7 @@ def run_name(cfg: Config, data_hash: str) -> str:
 
 
 def storage_path(storage: str) -> str:
+    """URIs as given; a local folder absolute, because Ray Train resolves it elsewhere."""
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
@@ -103,7 +111,7 @@ def run_exists(storage: str, name: str) -> bool:
     return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
 
 
-def run_checkpoints(storage: str, name: str) -> list:
+def run_checkpoints(storage: str, name: str) -> list[Checkpoint]:
     """The run's checkpoints on storage, newest first (Ray names them checkpoint_<timestamp>)."""
     import pyarrow.fs
     from ray.train import Checkpoint
@@ -115,19 +123,23 @@ def run_checkpoints(storage: str, name: str) -> list:
     return [Checkpoint(path, filesystem=filesystem) for path in sorted(folders, reverse=True)]
 
 
-def restore_state(restored, storage: str, name: str, warn: Callable[[str], None]) -> dict[str, Any]:
+def restore_state(restored: Checkpoint, storage: str, name: str,
+                  warn: Callable[[str], None]) -> dict[str, Any]:
     """The state in Ray's latest checkpoint or, if that one is unreadable (truncated by a
     crash, damaged on disk), in the newest earlier checkpoint of the run that loads."""
-    def candidates():
-        yield restored
-        yield from (c for c in run_checkpoints(storage, name) if c.path != restored.path)
-
-    state, _ = load_first_good(candidates(), warn)
+    state, _ = load_first_good(_newest_first(restored, storage, name), warn)
     return state
 
 
-def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool):
-    """A Ray Dataset with the model-input `columns` of one split."""
+def _newest_first(restored: Checkpoint, storage: str, name: str) -> Iterator[Checkpoint]:
+    """Ray's latest checkpoint, then the run's others; storage is listed only if needed."""
+    yield restored
+    yield from (c for c in run_checkpoints(storage, name) if c.path != restored.path)
+
+
+def read_split(examples_path: Path | str, split: str, columns: list[str], materialize: bool) -> Dataset:
+    """A Ray Dataset with the model-input `columns` of one split: the split column is read
+    only to filter on, so workers receive just what the model takes."""
     import ray.data
     from ray.data.expressions import col
 
@@ -137,6 +149,8 @@ def read_split(examples_path: Path | str, split: str, columns: list[str], materi
 
 
 def _allreduce(sums: dict[str, float], rows: int) -> tuple[dict[str, float], int]:
+    """fit's `reduce`: metric totals summed over the ranks, so every rank logs, reports and
+    stops early on the same whole-dataset figures."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -161,73 +175,135 @@ def _quiet_report_lines(level: str) -> None:
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker: the one training loop, `fit`, on this worker's shard."""
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
 
     cfg = Config.model_validate(loop_config["config"])
-    _quiet_report_lines(cfg.ray.log_level)
-    # DDP compares grad strides with its bucket views; for weights with a size-1 dimension
-    # (a conv over one input channel) they differ only on that dimension, which is harmless.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     spec = DataSpec.from_dict(loop_config["spec"])
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
+    _quiet_worker(cfg.ray.log_level)
+    rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
 
-    seed_everything(cfg.seed)  # identical initial weights everywhere (DDP also broadcasts)
+    # [1] Build the model (same initial weights everywhere) and restore a checkpoint, if any
+    seed_everything(cfg.seed)  # DDP also broadcasts rank 0's weights
     model = build_model(cfg.model, spec)
-    restored = ray.train.get_checkpoint()
-    state_dicts: dict[str, Any] = {}
-    if restored:
-        state_dicts = restore_state(restored, loop_config["storage"], loop_config["run"],
-                                    log.warning if rank == 0 else lambda _: None)
-        model.load_state_dict(state_dicts["model"])
+    saved = restored_state(loop_config["storage"], loop_config["run"], rank)
+    if saved:
+        model.load_state_dict(saved["model"])
+
+    # [2] Prepare and wrap the model with DDP; optimizer, schedule and loop state
     model = ray.train.torch.prepare_model(model)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = make_scheduler(optimizer, cfg.train)
-    fit_state = FitState()
-    if state_dicts:
-        optimizer.load_state_dict(state_dicts["optimizer"])
-        scheduler.load_state_dict(state_dicts["scheduler"])
-        fit_state = FitState.from_dict(state_dicts["fit"])
-        fit_state.resumed_at.append(fit_state.next_epoch)
-        if rank == 0:
-            log.warning("resuming from the checkpoint after epoch %d", fit_state.next_epoch)
-    seed_everything(cfg.seed + 7919 * rank + 104729 * fit_state.next_epoch)  # per-worker noise
+    state = resumed_fit_state(saved, optimizer, scheduler, rank)
+    seed_everything(cfg.seed + 7919 * rank + 104729 * state.next_epoch)  # per-worker noise
 
-    per_worker = cfg.train.per_worker_batch_size
-    dtypes = {"x": torch.int64 if spec.discrete else torch.float32, "label": torch.int64}
-    dtypes = {column: dtypes[column] for column in spec.model_inputs}
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    # [3] Batch iterators over this worker's train/val shards
+    batches = ShardBatches(cfg, spec, device)
 
-    def train_batches(epoch: int):
-        return train_shard.iter_torch_batches(
-            batch_size=per_worker, dtypes=dtypes, device=device,
-            local_shuffle_buffer_size=max(4 * per_worker, 256), local_shuffle_seed=cfg.seed + epoch)
+    # [4] Train; after every epoch report the metrics and (rank 0) a checkpoint
+    report = EpochReport(model, optimizer, scheduler, rank, worker_nodes=_gather_node_ids())
+    fit(model, optimizer, scheduler, batches.train, batches.val, cfg.train, cfg.model, device=device,
+        state=state, reduce=_allreduce, on_epoch_end=report, log=log.warning if rank == 0 else None)
 
-    def val_batches(epoch: int):
-        return val_shard.iter_torch_batches(batch_size=per_worker, dtypes=dtypes, device=device)
 
-    worker_nodes = _gather_node_ids()
+def _quiet_worker(log_level: str) -> None:
+    """Keep a worker's console to the per-epoch line and real problems."""
+    _quiet_report_lines(log_level)
+    # DDP compares grad strides with its bucket views; for weights with a size-1 dimension
+    # (a conv over one input channel) they differ only on that dimension, which is harmless.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
-    def report(metrics: dict[str, float], state: FitState, improved: bool) -> None:
+
+def _silent(message: str) -> None:
+    """Ranks other than 0 stay quiet: every rank reads the same checkpoint."""
+
+
+def restored_state(storage: str, run: str, rank: int) -> dict[str, Any]:
+    """The state saved in the checkpoint Ray hands this attempt ({} on a fresh run): a
+    retried worker group or a rerun stage continues where the run stopped."""
+    import ray.train
+
+    restored = ray.train.get_checkpoint()
+    if not restored:
+        return {}
+    return restore_state(restored, storage, run, log.warning if rank == 0 else _silent)
+
+
+def resumed_fit_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+                      scheduler: torch.optim.lr_scheduler.LRScheduler, rank: int) -> FitState:
+    """The loop's state to start from: a fresh one, or the checkpoint's with the optimizer and
+    schedule where they were, so a resumed run takes the steps an unbroken one would."""
+    if not saved:
+        return FitState()
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    state = FitState.from_dict(saved["fit"])
+    state.resumed_at.append(state.next_epoch)
+    if rank == 0:
+        log.warning("resuming from the checkpoint after epoch %d", state.next_epoch)
+    return state
+
+
+class ShardBatches:
+    """`fit`'s train_batches(epoch) / val_batches(epoch) over this worker's Ray Data shards;
+    the training shard is shuffled locally with a per-epoch seed, so reruns repeat it."""
+
+    def __init__(self, cfg: Config, spec: DataSpec, device: torch.device) -> None:
+        import ray.train
+
+        self.batch_size = cfg.train.per_worker_batch_size
+        self.seed = cfg.seed
+        self.device = device
+        dtypes = {"x": torch.int64 if spec.discrete else torch.float32, "label": torch.int64}
+        self.dtypes = {column: dtypes[column] for column in spec.model_inputs}
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("val")
+
+    def train(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        """A fresh pass over the shard each epoch, in a different (seeded) order."""
+        return self.train_shard.iter_torch_batches(
+            batch_size=self.batch_size, dtypes=self.dtypes, device=self.device,
+            local_shuffle_buffer_size=max(4 * self.batch_size, 256),
+            local_shuffle_seed=self.seed + epoch)
+
+    def val(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        """In shard order: evaluation gains nothing from shuffling."""
+        return self.val_shard.iter_torch_batches(batch_size=self.batch_size, dtypes=self.dtypes,
+                                                 device=self.device)
+
+
+@dataclass
+class EpochReport:
+    """`fit`'s on_epoch_end: every rank reports (Ray Train waits for all of them), and rank
+    0 attaches the checkpoint, which holds everything a resumed run needs."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rank: int
+    worker_nodes: list[str]
+
+    def __call__(self, metrics: dict[str, float], state: FitState, improved: bool) -> None:
+        """Every epoch is checkpointed (not only improving ones): resume needs the latest;
+        Ray keeps the best by the selection metric."""
+        import ray.train
+        from ray.train import Checkpoint
+
         metrics = {**metrics, SELECTION_METRIC: metrics.get("val_loss", metrics["train_loss"])}
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
-            if rank == 0:
-                save_training_state(Path(directory), {
-                    "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "fit": state.to_dict(),
-                    "worker_nodes": worker_nodes})
+            if self.rank == 0:
+                save_training_state(Path(directory), self.training_state(state))
                 checkpoint = Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
-    fit(model, optimizer, scheduler, train_batches, val_batches, cfg.train, cfg.model, device=device,
-        state=fit_state, reduce=_allreduce, on_epoch_end=report,
-        log=log.warning if rank == 0 else None)
+    def training_state(self, state: FitState) -> dict[str, Any]:
+        """The model without its DDP wrapper, so the weights load into a plain model."""
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "fit": state.to_dict(),
+                "worker_nodes": self.worker_nodes}
 
 
 def _gather_node_ids() -> list[str]:
@@ -241,22 +317,6 @@ def _gather_node_ids() -> list[str]:
     nodes: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, node)
     return [str(n) for n in nodes]
-
-
-def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
-    """Refuse a worker count the local Ray cannot place (it would wait for resources
-    forever); on a cluster an autoscaler may add machines, so Ray itself decides there."""
-    if cfg.train.use_gpu and cfg.train.workers > gpus:
-        raise ConfigError(f"train.workers={cfg.train.workers} with train.use_gpu needs "
-                          f"{cfg.train.workers} GPU(s); this machine has {gpus:g} visible to torch",
-                          where="params.yaml: train.workers / train.use_gpu",
-                          fix=f"set train.use_gpu: false, or train.workers <= {max(int(gpus), 1)}"
-                          if gpus else "set train.use_gpu: false (no CUDA GPU is visible)")
-    if cfg.train.workers >= cpus:
-        raise ConfigError(
-            f"train.workers={cfg.train.workers} leaves no CPU for Ray Data (Ray has {cpus:g} CPUs)",
-            where="params.yaml: train.workers / ray.num_cpus",
-            fix=f"set train.workers <= {max(int(cpus) - 1, 1)} or raise ray.num_cpus")
 
 
 def _unwrap_failure(error: BaseException) -> BaseException:
@@ -281,24 +341,30 @@ def _unwrap_failure(error: BaseException) -> BaseException:
 def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None] = train_worker,
                       ) -> TrainOutcome:
     """Train on Ray; `loop_per_worker` is the worker entry point (tests wrap it to inject faults)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2.api.exceptions import TrainingFailedError
-
     prepared = Path(cfg.paths.prepared)
     spec = read_spec(prepared)
     examples = prepared / EXAMPLES_FILE
     build_model(cfg.model, spec)  # a model/data mismatch fails here, before Ray starts
     storage = check_storage(cfg.train.storage)
-    resources = local_resources(cfg.ray)
-    if resources is not None:
-        check_resources(cfg, *resources)
-    init_ray(cfg.ray)
+    preflight(cfg, "train")
     name = run_name(cfg, hash_path(examples))
     resuming = run_exists(storage, name)
     if resuming:
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
-    trainer = TorchTrainer(
+    with training_ingest(cfg.ray):
+        trainer = build_trainer(cfg, loop_per_worker, spec, examples, storage, name, resuming)
+        result = run_trainer(trainer, where=f"{storage}/{name}")
+    return read_outcome(result, storage, name)
+
+
+def build_trainer(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None], spec: DataSpec,
+                  examples: Path, storage: str, name: str, resuming: bool) -> TorchTrainer:
+    """The TorchTrainer for run `name`: Ray Train restores a run whose name and storage
+    path exist, and keeps the best checkpoints by the selection metric."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
         loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
                            "storage": storage, "run": name},
@@ -316,8 +382,15 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
         datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
                   for split in ("train", "val")},
     )
+
+
+def run_trainer(trainer: TorchTrainer, where: str) -> Result:
+    """`trainer.fit()`, with a worker's own error (bad data, a diverged loss) raised as
+    itself rather than inside Ray's wrapping, and Ctrl-C as the interruption it is."""
+    from ray.train.v2.api.exceptions import TrainingFailedError
+
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except SystemExit:
         # Ray Train's Ctrl-C handler aborts the run, then calls sys.exit(0) from inside fit():
         # report it as the interruption it is (the CLI exits 130; checkpoints stay for resume).
@@ -326,17 +399,28 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
         cause = _unwrap_failure(error)
         if isinstance(cause, SeqmodelsError):
             raise cause from None
-        raise SeqmodelsError(f"training failed: {error}", where=f"{storage}/{name}",
+        raise SeqmodelsError(f"training failed: {error}", where=where,
                              fix="see the worker error above; rerun resumes from the last checkpoint",
                              ) from None
-    if not result.best_checkpoints:
-        raise SeqmodelsError("training finished without a checkpoint", where=f"{storage}/{name}")
-    ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
-    best_state, best_checkpoint = load_first_good([c for c, _ in ranked], log.warning)
-    best_metrics = next(metrics for c, metrics in ranked if c is best_checkpoint)
-    weights = best_state["model"]
+
+
+def read_outcome(result: Result, storage: str, name: str) -> TrainOutcome:
+    """The best checkpoint's weights and metrics, and the history from the final checkpoint
+    (the authoritative record, resumed attempts included)."""
+    weights, best_metrics = best_checkpoint(result, where=f"{storage}/{name}")
     final = restore_state(result.checkpoint, storage, name, log.warning)
     final_state = FitState.from_dict(final["fit"])
-    return TrainOutcome(weights=weights, best_metrics=dict(best_metrics), history=final_state.history,
+    return TrainOutcome(weights=weights, best_metrics=best_metrics, history=final_state.history,
                         run_name=name, run_path=f"{storage}/{name}", resumed_at=final_state.resumed_at,
                         worker_nodes=list(final.get("worker_nodes", [])))
+
+
+def best_checkpoint(result: Result, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(weights, metrics) of the kept checkpoint with the lowest selection metric that loads:
+    a damaged one falls back to the next best."""
+    if not result.best_checkpoints:
+        raise SeqmodelsError("training finished without a checkpoint", where=where)
+    ranked = sorted(result.best_checkpoints, key=lambda cm: cm[1][SELECTION_METRIC])
+    best_state, chosen = load_first_good([c for c, _ in ranked], log.warning)
+    best_metrics = next(metrics for c, metrics in ranked if c is chosen)
+    return best_state["model"], dict(best_metrics)
