@@ -84,32 +84,44 @@ def run_epoch(model: nn.Module, batches: Iterable[Batch], *, device: torch.devic
             losses = unwrap(model).loss(batch, out, kl_scale)
         total = losses["total"]
         if not torch.isfinite(total):
-            raise TrainingDivergedError(
-                f"loss became {total.item()} at epoch {epoch}, step {step} "
-                f"({'training' if training else 'validation'})",
-                where=f"epoch {epoch}, step {step}",
-                fix="lower train.lr, set train.grad_clip, or check the data for extreme values; "
-                "the last good checkpoint is kept",
-            )
+            raise _diverged(total, epoch, step, training)
         if training:
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.is_enabled():
-                scaler.scale(total).backward()
-                scaler.unscale_(optimizer)
-            else:
-                total.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            if scaler is not None and scaler.is_enabled():
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            _optimizer_step(model, total, optimizer, scaler, grad_clip)
         n = batch["x"].shape[0]
         for part in LOSS_PARTS:
             sums[part] += float(losses[part].detach()) * n
         rows += n
     return sums, rows
+
+
+def _diverged(total: Tensor, epoch: int, step: int, training: bool) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"loss became {total.item()} at epoch {epoch}, step {step} "
+        f"({'training' if training else 'validation'})",
+        where=f"epoch {epoch}, step {step}",
+        fix="lower train.lr, set train.grad_clip, or check the data for extreme values; "
+        "the last good checkpoint is kept",
+    )
+
+
+def _optimizer_step(model: nn.Module, total: Tensor, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, grad_clip: float | None) -> None:
+    """Backward and step; with fp16 the grad scaler scales the loss and unscales the
+    gradients before they are clipped, so the clip sees their true norm."""
+    scaled = scaler is not None and scaler.is_enabled()
+    optimizer.zero_grad(set_to_none=True)
+    if scaled:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaled:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 @dataclass
@@ -123,6 +135,20 @@ class FitState:
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_at: list[int] = field(default_factory=list)  # epochs a restart continued from
+
+    def record(self, metrics: dict[str, float]) -> bool:
+        """Add one epoch's metrics; whether it is the best so far by the selection loss (the
+        validation loss, or the training loss when there is no validation data)."""
+        epoch = int(metrics["epoch"])
+        selection = metrics.get("val_loss", metrics["train_loss"])
+        improved = selection < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.best_epoch, self.epochs_since_best = selection, epoch, 0
+        else:
+            self.epochs_since_best += 1
+        self.next_epoch = epoch + 1
+        self.history.append(metrics)
+        return improved
 
     def to_dict(self) -> dict[str, Any]:
         return {"next_epoch": self.next_epoch, "best_val_loss": self.best_val_loss,
@@ -160,6 +186,28 @@ def _means(prefix: str, sums: dict[str, float], rows: int) -> dict[str, float]:
     return {f"{prefix}_{name.get(k, k)}": v / rows for k, v in sums.items()} if rows else {}
 
 
+def _train_and_validate(model: nn.Module, optimizer: torch.optim.Optimizer,
+                        train_batches: Callable[[int], Iterable[Batch]],
+                        val_batches: Callable[[int], Iterable[Batch]], epoch: int,
+                        train_cfg: TrainConfig, model_cfg: ModelConfig, *, device: torch.device,
+                        reduce: Reduce, scaler: torch.amp.GradScaler) -> dict[str, float]:
+    """One epoch's training pass then validation pass; their mean losses (summed over the
+    workers by `reduce`), the LR the epoch trained with, and its throughput."""
+    started = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    train_sums, train_rows = reduce(*run_epoch(
+        model, train_batches(epoch), device=device, epoch=epoch, optimizer=optimizer,
+        kl_scale=kl_weight(model_cfg, epoch), grad_clip=train_cfg.grad_clip,
+        precision=train_cfg.precision, scaler=scaler))
+    train_seconds = time.perf_counter() - started
+    val_sums, val_rows = reduce(*run_epoch(model, val_batches(epoch), device=device, epoch=epoch,
+                                           precision=train_cfg.precision))
+    return {"epoch": epoch, "lr": lr, **_means("train", train_sums, train_rows),
+            **_means("val", val_sums, val_rows),
+            "samples_per_s": train_rows / max(train_seconds, 1e-9),
+            "epoch_s": time.perf_counter() - started}
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         train_batches: Callable[[int], Iterable[Batch]],
@@ -177,28 +225,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     for epoch in range(state.next_epoch, train_cfg.epochs):
         if state.stopped_early:
             break
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_sums, train_rows = reduce(*run_epoch(
-            model, train_batches(epoch), device=device, epoch=epoch, optimizer=optimizer,
-            kl_scale=kl_weight(model_cfg, epoch), grad_clip=train_cfg.grad_clip,
-            precision=train_cfg.precision, scaler=scaler))
-        train_seconds = time.perf_counter() - started
-        val_sums, val_rows = reduce(*run_epoch(model, val_batches(epoch), device=device, epoch=epoch,
-                                               precision=train_cfg.precision))
+        metrics = _train_and_validate(model, optimizer, train_batches, val_batches, epoch,
+                                      train_cfg, model_cfg, device=device, reduce=reduce, scaler=scaler)
         scheduler.step()
-        metrics = {"epoch": epoch, "lr": lr, **_means("train", train_sums, train_rows),
-                   **_means("val", val_sums, val_rows),
-                   "samples_per_s": train_rows / max(train_seconds, 1e-9),
-                   "epoch_s": time.perf_counter() - started}
-        selection = metrics.get("val_loss", metrics["train_loss"])
-        improved = selection < state.best_val_loss
-        if improved:
-            state.best_val_loss, state.best_epoch, state.epochs_since_best = selection, epoch, 0
-        else:
-            state.epochs_since_best += 1
-        state.next_epoch = epoch + 1
-        state.history.append(metrics)
+        improved = state.record(metrics)
         if log:
             shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("train_loss", "val_loss", "samples_per_s")
                              if k in metrics)
