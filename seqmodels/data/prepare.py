@@ -8,77 +8,14 @@ anomaly score must find. The scaler is fitted on training rows alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from seqmodels.data.config import DataConfig, SplitFractions
+from seqmodels.data.config import DataConfig
+from seqmodels.data.scaling import StandardScaler
+from seqmodels.data.splits import assign_splits, check_label_classes, split_examples
 from seqmodels.errors import DataError
-from seqmodels.spec import EOS, PAD, SPECIAL_TOKENS, SPLITS, UNK, DataSpec
-
-
-@dataclass(frozen=True)
-class StandardScaler:
-    """Per-feature standardisation fitted on training rows; saved as JSON, not pickle."""
-
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def fit(cls, frame: pd.DataFrame, features: list[str]) -> StandardScaler:
-        values = frame[features].to_numpy(np.float64)
-        std = values.std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0)  # a constant feature stays constant, not NaN
-        return cls(tuple(features), tuple(values.mean(axis=0).tolist()), tuple(std.tolist()))
-
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        values = frame[list(self.features)].to_numpy(np.float64)
-        return ((values - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {"features": list(self.features), "mean": list(self.mean), "std": list(self.std)}
-
-
-def check_label_classes(labels: pd.Series, source: str, unit: str) -> None:
-    """A label column must hold two classes: with one, evaluation has nothing to compare
-    (AUROC needs normal and anomalous examples, accuracy needs two classes). Data without
-    labels is fine: it simply has no label column."""
-    classes = sorted(pd.unique(labels.dropna()).tolist())
-    if len(classes) == 1:
-        raise DataError(
-            f"the label column has a single class ({classes[0]}) in all {len(labels)} {unit}",
-            where=f"{source}: column 'label'",
-            fix="evaluation needs both normal (0) and anomalous (1) examples (or two classes for "
-                "images): add examples of the other class, or drop the label column for unlabelled data",
-        )
-
-
-def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int,
-                  source: str = "the data") -> pd.Series:
-    """Map series_id -> split. `series_labels` holds each series' label (or NaN if none)."""
-    rng = np.random.default_rng(seed)
-    anomalous = series_labels.index[series_labels.fillna(0) > 0]
-    normal = np.array(sorted(series_labels.index[series_labels.fillna(0) == 0]))
-    rng.shuffle(normal)
-    n_test = round(len(normal) * fractions.test)
-    n_val = round(len(normal) * fractions.val)
-    splits = pd.Series("train", index=pd.Index(normal, name="series_id"), dtype=object)
-    splits.iloc[:n_test] = "test"
-    splits.iloc[n_test:n_test + n_val] = "val"
-    splits = pd.concat([splits, pd.Series("test", index=pd.Index(anomalous, name="series_id"))])
-    required = {"train": True, "val": fractions.val > 0, "test": fractions.test > 0 or len(anomalous) > 0}
-    counts = splits.value_counts()
-    empty = [s for s in SPLITS if required[s] and counts.get(s, 0) == 0]
-    if empty:
-        raise DataError(
-            f"split(s) {empty} got no series ({len(normal)} normal, {len(anomalous)} anomalous series "
-            f"in {source})",
-            where="params.yaml: data.split",
-            fix="provide more series or change data.split.val / data.split.test",
-        )
-    return splits
+from seqmodels.spec import EOS, PAD, SPECIAL_TOKENS, UNK, DataSpec
 
 
 def series_level_labels(table: pd.DataFrame) -> pd.Series:
@@ -151,17 +88,6 @@ def prepare_windows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
     spec = DataSpec(kind="series", input_shape=(cfg.window, len(features)), features=tuple(features),
                     has_labels="label" in table.columns)
     return windows, scaler, spec
-
-
-def split_examples(n: int, fractions: SplitFractions, seed: int) -> np.ndarray:
-    """Random train/val/test assignment for independent examples (images)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_test, n_val = round(n * fractions.test), round(n * fractions.val)
-    splits = np.empty(n, dtype=object)
-    splits[order[:n_test]] = "test"
-    splits[order[n_test:n_test + n_val]] = "val"
-    splits[order[n_test + n_val:]] = "train"
-    return splits.astype(str)
 
 
 def prepare_images(images: np.ndarray, labels: np.ndarray | None, n_classes: int, cfg: DataConfig,

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from seqmodels.data.config import DataConfig
+from seqmodels.data.files import feature_columns, read_table_file
 from seqmodels.errors import DataError
-
-RESERVED_COLUMNS = ("series_id", "t", "label")
 
 
 def _one_class_table(name: str, splits: list[tuple[np.ndarray, np.ndarray]], cfg: DataConfig) -> pd.DataFrame:
@@ -104,7 +103,7 @@ BUNDLED_TABLES: dict[str, Callable[[], pd.DataFrame]] = {"shuttle": _shuttle}
 def load_rows(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """Tabular rows (feature columns + optional 0/1 `label`), not yet validated."""
     bundled = BUNDLED_TABLES.get(cfg.source)
-    frame = bundled() if bundled else read_table_file(Path(cfg.source))
+    frame = bundled() if bundled else read_table_file(Path(cfg.source), BUNDLED)
     features = [c for c in feature_columns(frame, cfg.features) if c != "row_id"]
     return frame[features + (["label"] if "label" in frame.columns else [])], features
 
@@ -145,7 +144,7 @@ def load_images(cfg: DataConfig) -> ImageSource:
         raise DataError("an image file source needs data.image_shape: [channels, height, width]",
                         where="params.yaml: data.image_shape",
                         fix=f"set data.image_shape, or use a bundled source: {sorted(BUNDLED_IMAGES)}")
-    frame = read_table_file(Path(cfg.source))
+    frame = read_table_file(Path(cfg.source), BUNDLED)
     if "x" not in frame.columns:
         raise DataError(f"{cfg.source} has no 'x' column", where=cfg.source,
                         fix="store each image flattened (C*H*W floats in [0, 1]) in a list column 'x'")
@@ -162,55 +161,9 @@ def load_images(cfg: DataConfig) -> ImageSource:
     return ImageSource(images=images, labels=labels, n_classes=n_classes)
 
 
-def read_table_file(path: Path) -> pd.DataFrame:
-    """Read a user's CSV or Parquet file, turning every low-level failure into a DataError."""
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist", where="params.yaml: data.source",
-                        fix=f"point data.source at a CSV/Parquet file or one of {sorted(BUNDLED)}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, encoding="utf-8")
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise DataError(f"unsupported file type {suffix!r} for {path}", where="data.source",
-                            fix="use a .csv or .parquet file")
-    except DataError:
-        raise
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
-                        where=str(path), fix="re-save the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty", where=str(path),
-                        fix="the file needs a header row and at least one data row") from None
-    except Exception as error:  # pyarrow/pandas raise many types for corrupt files
-        raise DataError(f"could not read {path}: {type(error).__name__}: {error}", where=str(path),
-                        fix="check that the file is a complete, valid CSV/Parquet file") from None
-    if frame.empty:
-        raise DataError(f"{path} has no data rows", where=str(path),
-                        fix="the file needs at least one row per series")
-    return frame
-
-
-def feature_columns(frame: pd.DataFrame, requested: list[str] | None) -> list[str]:
-    if requested is not None:
-        missing = [c for c in requested if c not in frame.columns]
-        if missing:
-            raise DataError(f"feature column(s) {missing} not in the data",
-                            where="params.yaml: data.features",
-                            fix=f"available columns: {list(frame.columns)}")
-        return list(requested)
-    features = [c for c in frame.columns if c not in RESERVED_COLUMNS]
-    if not features:
-        raise DataError("the data has no feature columns", where="data.source",
-                        fix="add at least one numeric column beside series_id, t and label")
-    return features
-
-
 def load_source(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """The canonical table for `cfg.source` and its feature columns (not yet validated)."""
-    frame = BUNDLED[cfg.source](cfg) if cfg.source in BUNDLED else read_table_file(Path(cfg.source))
+    frame = BUNDLED[cfg.source](cfg) if cfg.source in BUNDLED else read_table_file(Path(cfg.source), BUNDLED)
     features = feature_columns(frame, cfg.features)
     keep = ["series_id", "t", *features] + (["label"] if "label" in frame.columns else [])
     missing = [c for c in ("series_id", "t") if c not in frame.columns]
