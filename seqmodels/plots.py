@@ -2,7 +2,8 @@
 
 Each function takes plain arrays and a path, so evaluate decides *what* to show and these
 only draw. The reconstruction-example plot depends on the modality (a curve, an image, a
-word), so `EXAMPLE_PLOTS` maps `data.kind` to the function that draws one.
+word), so `EXAMPLE_PLOTS` maps `data.kind` to the function that draws one; evaluate skips
+examples.png, saying why, for a kind that has none.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import torch
 
 from seqmodels.checkpoints import export_model, load_exported_model
 from seqmodels.config import Config
+from seqmodels.data import registry
 from seqmodels.data.tables import parquet_write_options, read_spec, vectors
 from seqmodels.distributed.infer import Predictor
 from seqmodels.distributed.live import write_history
@@ -34,7 +35,7 @@ from seqmodels.stages import evaluate, infer, prepare, validate
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 from tests.conftest import REPO, make_series_table, tiny_config
 
-MODALITIES = ("series", "images", "tabular", "tokens")
+MODALITIES = tuple(registry.MODALITIES)
 MATRIX = [(data_kind, family, variational) for data_kind in MODALITIES
           for family in families_for(data_kind) for variational in (False, True)]
 

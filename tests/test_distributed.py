@@ -9,6 +9,7 @@ import pytest
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.data import schemas
+from seqmodels.data.registry import modality
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.publish import MANIFEST
@@ -47,8 +48,8 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
     output = pq.read_table(out_dir).to_pandas()
     assert len(output) == len(windows)
     assert sorted(output["window_id"]) == sorted(windows["window_id"])
-    schemas.validate_table(output, schemas.output_schema("series", spec.input_dim, cfg.latent_dim),
-                           table="output", source=out_dir)
+    schema = modality("series").output_schema(spec, cfg.latent_dim, reconstructions=True)
+    schemas.validate_table(output, schema, table="output", source=out_dir)
     assert all(len(v) == cfg.latent_dim for v in output["latent"])
     manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
     assert manifest["rows"] == len(windows)

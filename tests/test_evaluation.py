@@ -191,6 +191,19 @@ def test_outputs_without_reconstructions_skip_the_example_plot(tmp_path):
     assert (Path(cfg.paths.plots) / "latents.png").stat().st_size > 1000
 
 
+def test_a_modality_without_an_example_plot_skips_it_and_says_why(tmp_path, monkeypatch):
+    from seqmodels import plots
+
+    monkeypatch.delitem(plots.EXAMPLE_PLOTS, "series")
+    cfg = tiny_config(tmp_path)
+    write_fake_run(cfg, SPECS["series"])
+    evaluate.run(cfg)
+    result = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    assert "examples.png" not in {p.name for p in Path(cfg.paths.plots).iterdir()}
+    assert "no example plot for data.kind='series'" in result["plots_skipped"]["examples.png"]
+    assert (Path(cfg.paths.plots) / "latents.png").stat().st_size > 1000
+
+
 def test_evaluate_scores_the_pca_baseline_with_the_models_score(tmp_path):
     """The manifest says what inference scored with; the baseline must use the same score."""
     results = {}

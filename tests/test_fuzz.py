@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from seqmodels.data import schemas
 from seqmodels.data.config import DataConfig, SplitFractions
-from seqmodels.data.prepare import prepare_windows
+from seqmodels.data.series import prepare_windows, series_schema
 from seqmodels.errors import DataError, SeqmodelsError
 
 WINDOW, STRIDE = 3, 2
@@ -55,7 +55,7 @@ def frames(draw) -> pd.DataFrame:
 def test_random_tables_validate_and_window_or_fail_with_a_seqmodels_error(frame):
     cfg = DataConfig(source="fuzz.csv", window=WINDOW, stride=STRIDE, split=SplitFractions(val=0.2, test=0.2))
     try:
-        table = schemas.validate_table(frame, schemas.series_schema(["value"]), table="canonical series",
+        table = schemas.validate_table(frame, series_schema(["value"]), table="canonical series",
                                        source="fuzz.csv")
         windows, _, spec = prepare_windows(table, ["value"], cfg, seed=0)
     except SeqmodelsError as error:

@@ -131,6 +131,15 @@ def test_spec_imports_nothing_of_the_package():
     assert imports_of("seqmodels.spec") <= {"seqmodels"}
 
 
+def test_no_modality_module_imports_the_registry():
+    """The registry imports the modules; one importing it back would be a cycle waiting to happen."""
+    from seqmodels.data.registry import MODALITIES
+
+    modules = {entry.prepare.__module__ for entry in MODALITIES.values()}
+    assert len(modules) == len(MODALITIES)
+    assert {m: "seqmodels.data.registry" in closure(m) for m in modules} == dict.fromkeys(modules, False)
+
+
 def test_building_a_model_imports_neither_pandas_nor_pyarrow():
     code = ("import sys\n"
             "from seqmodels.models import build_model, model_kinds\n"

@@ -3,13 +3,9 @@ import pandas as pd
 import pytest
 
 from seqmodels.data.config import DataConfig, SplitFractions
-from seqmodels.data.prepare import (
-    assign_splits,
-    cut_windows,
-    prepare_rows,
-    prepare_windows,
-    series_level_labels,
-)
+from seqmodels.data.series import cut_windows, prepare_windows, series_level_labels
+from seqmodels.data.splits import assign_splits
+from seqmodels.data.tabular import prepare_rows
 from seqmodels.errors import DataError
 from tests.conftest import make_series_table
 
@@ -97,7 +93,7 @@ def test_tabular_rows_split_one_class_and_scale_on_train_only():
 
 
 def test_tokens_get_eos_padding_and_a_train_only_vocabulary():
-    from seqmodels.data.prepare import prepare_tokens
+    from seqmodels.data.tokens import prepare_tokens
     from seqmodels.spec import EOS, PAD, UNK
 
     words = ["ab", "abc", "b", "ca", "toolongword", "ba", "cab", "bb", "aa", "zzz"]

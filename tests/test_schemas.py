@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from seqmodels.data import schemas
+from seqmodels.data.series import WindowTable, series_schema
 from seqmodels.errors import DataValidationError
 from tests.conftest import make_series_table
 
@@ -12,7 +13,7 @@ FEATURES = ["f0", "f1"]
 
 
 def check_series(frame):
-    return schemas.validate_table(frame, schemas.series_schema(FEATURES), table="canonical series",
+    return schemas.validate_table(frame, series_schema(FEATURES), table="canonical series",
                                   source="input.csv")
 
 
@@ -71,7 +72,7 @@ def _windows(width=4, rows=3):
 
 
 def test_window_schema_checks_vector_width_finiteness_and_ids():
-    schema = schemas.examples_schema("series", 4)
+    schema = schemas.examples_schema(WindowTable, schemas.vector_check(4))
     schemas.validate_table(_windows(), schema, table="windows", source="w")
     bad = _windows()
     bad.at[1, "x"] = np.zeros(3, np.float32)

@@ -1,7 +1,9 @@
 """The `data` section of params.yaml, beside the data code it configures.
 
-`kind` is checked against the modality registry when params load, not here: this module
-must not import the modality modules, which import it.
+`kind` is a Literal rather than a lookup in seqmodels.data.registry: this module must not
+import the modality modules (they import it, and every stage loads params), so a test
+keeps the Literal equal to the registry's kinds and `source`'s description naming each
+modality's bundled sources.
 """
 
 from __future__ import annotations

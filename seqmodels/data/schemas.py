@@ -1,7 +1,8 @@
-"""Pandera contracts for every table that crosses a stage boundary, and readable failures.
+"""The validation machinery every table contract shares, and readable failures.
 
-The fixed columns of each table are DataFrameModels; columns whose names or widths come
-from the data (feature columns, vector lengths) are added by the `*_schema` builders.
+Each modality module (series, images, tabular, tokens) declares its tables as Pandera
+DataFrameModels; columns whose names or widths come from the data (feature columns,
+vector lengths) are added by the builders here, which take what they need as arguments.
 Failures become one `DataValidationError` whose message names the file, column, check and
 a few failing rows; the full failure table goes to a JSON report.
 """
@@ -16,103 +17,11 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
-from pandera.typing import Series
 
 from seqmodels.errors import DataValidationError
-from seqmodels.spec import SPLITS
 
 MAX_EXAMPLES = 5
 MAX_REPORT_ROWS = 10_000  # failure cases kept in the report on disk
-
-
-class SeriesTable(pa.DataFrameModel):
-    """Canonical long-form series table (features added by `series_schema`)."""
-
-    series_id: Series[str] = pa.Field(nullable=False)
-    t: Series[np.int64] = pa.Field(nullable=False)
-    label: Series[np.int64] | None = pa.Field(isin=[0, 1], nullable=False)
-
-    class Config:
-        coerce = True
-
-    @pa.parser("t")
-    def fractional_steps_fail_coercion(cls, t: pd.Series) -> pd.Series:
-        """Coercing to int64 would silently truncate a step of 1.5 to 1; as text it fails the
-        coercion instead and is reported (parsers run before coercion)."""
-        if t.dtype.kind not in "fO":
-            return t
-        return t.map(lambda v: str(v) if isinstance(v, float) and np.isfinite(v) and not v.is_integer()
-                     else v)
-
-    @pa.dataframe_check(error="t must be strictly increasing (unique) within each series_id")
-    def t_strictly_increasing(cls, df: pd.DataFrame) -> Series[bool]:
-        # A `t` that is not a number is reported by the dtype check; here it passes.
-        t = pd.to_numeric(df["t"], errors="coerce")
-        step = t.groupby(df["series_id"], sort=False).diff()
-        return step.isna() | (step > 0)
-
-
-class WindowTable(pa.DataFrameModel):
-    """Prepared windows: `x` holds window * n_features float32 values, time-major."""
-
-    window_id: Series[np.int64] = pa.Field(unique=True, ge=0)
-    series_id: Series[str]
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    start: Series[np.int64] = pa.Field(ge=0)
-    x: Series[object]
-    label: Series[np.int64] | None = pa.Field(isin=[0, 1])
-
-    class Config:
-        strict = True
-
-
-class ImageTable(pa.DataFrameModel):
-    """Prepared images: `x` holds C*H*W float32 values; `label` is a class id."""
-
-    image_id: Series[np.int64] = pa.Field(unique=True, ge=0)
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    x: Series[object]
-    label: Series[np.int64] | None = pa.Field(ge=0)
-
-    class Config:
-        strict = True
-
-
-class TabularTable(pa.DataFrameModel):
-    """Prepared tabular rows: `x` holds the scaled features; `label` 1 = anomalous."""
-
-    row_id: Series[np.int64] = pa.Field(unique=True, ge=0)
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    x: Series[object]
-    label: Series[np.int64] | None = pa.Field(isin=[0, 1])
-
-    class Config:
-        strict = True
-
-
-class TokenTable(pa.DataFrameModel):
-    """Prepared token sequences: `x` holds max_length + 1 ids (characters, EOS, PAD...)."""
-
-    seq_id: Series[np.int64] = pa.Field(unique=True, ge=0)
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    x: Series[object]
-
-    class Config:
-        strict = True
-
-
-class RawRows(pa.DataFrameModel):
-    """Tabular input before preparation (feature columns added by `rows_schema`)."""
-
-    label: Series[np.int64] | None = pa.Field(isin=[0, 1], nullable=False)
-
-    class Config:
-        coerce = True
-
-
-EXAMPLE_TABLES = {"series": WindowTable, "images": ImageTable, "tabular": TabularTable,
-                  "tokens": TokenTable}
-
 
 # Larger feature values are unit or sentinel mistakes (fill values such as 9.99e37) rather
 # than measurements, and their squares in the scaler's variance would overflow float64 (1e300).
@@ -134,7 +43,8 @@ def _plausible(series: pd.Series) -> pd.Series:
     return pd.Series(~(np.isfinite(values) & (np.abs(values) > MAX_ABS_VALUE)), index=series.index)
 
 
-def _vector_check(width: int) -> pa.Check:
+def vector_check(width: int) -> pa.Check:
+    """`x`, latents and reconstructions: a list of `width` finite floats per row."""
     def ok(series: pd.Series) -> pd.Series:
         return series.map(
             lambda v: v is not None and len(v) == width and bool(np.isfinite(np.asarray(v, np.float64)).all())
@@ -144,23 +54,8 @@ def _vector_check(width: int) -> pa.Check:
                     error=f"must be a list of {width} finite floats")
 
 
-def _feature_columns(features: list[str]) -> dict[str, pa.Column]:
-    finite = pa.Check(_finite, name="finite", error="must be finite (no inf)")
-    plausible = pa.Check(_plausible, name="plausible_magnitude",
-                         error=f"must be within +-{MAX_ABS_VALUE:g} (rescale the column, e.g. change units)")
-    return {name: pa.Column(np.float64, checks=[finite, plausible], nullable=False, coerce=True)
-            for name in features}
-
-
-def series_schema(features: list[str]) -> pa.DataFrameSchema:
-    return SeriesTable.to_schema().add_columns(_feature_columns(features))
-
-
-def rows_schema(features: list[str]) -> pa.DataFrameSchema:
-    return RawRows.to_schema().add_columns(_feature_columns(features))
-
-
-def _token_check(width: int, vocab_size: int) -> pa.Check:
+def token_check(width: int, vocab_size: int) -> pa.Check:
+    """Token sequences: `width` ids per row, each a vocabulary index."""
     def ok(series: pd.Series) -> pd.Series:
         return series.map(lambda v: v is not None and len(v) == width
                           and bool(((np.asarray(v) >= 0) & (np.asarray(v) < vocab_size)).all()))
@@ -169,31 +64,45 @@ def _token_check(width: int, vocab_size: int) -> pa.Check:
                     error=f"must be {width} token ids in [0, {vocab_size})")
 
 
-def examples_schema(kind: str, width: int, n_classes: int = 0, vocab_size: int = 0) -> pa.DataFrameSchema:
-    """Prepared examples: `x` of `width` finite floats (token ids below vocab_size for tokens);
+def values_check(width: int, discrete: bool, vocab_size: int = 0) -> pa.Check:
+    """The check of a model input or reconstruction: token ids (discrete) or finite floats."""
+    return token_check(width, vocab_size) if discrete else vector_check(width)
+
+
+def feature_checks(features: list[str]) -> dict[str, pa.Column]:
+    """Float columns named by the data (data.features): finite, of a plausible magnitude."""
+    finite = pa.Check(_finite, name="finite", error="must be finite (no inf)")
+    plausible = pa.Check(_plausible, name="plausible_magnitude",
+                         error=f"must be within +-{MAX_ABS_VALUE:g} (rescale the column, e.g. change units)")
+    return {name: pa.Column(np.float64, checks=[finite, plausible], nullable=False, coerce=True)
+            for name in features}
+
+
+def examples_schema(table: type[pa.DataFrameModel], x_check: pa.Check,
+                    n_classes: int = 0) -> pa.DataFrameSchema:
+    """A prepared-examples table (`table`, a modality's model) with `x` checked by `x_check`;
     class ids below n_classes."""
-    check = _token_check(width, vocab_size) if kind == "tokens" else _vector_check(width)
-    schema = EXAMPLE_TABLES[kind].to_schema().update_column("x", checks=[check])
+    schema = table.to_schema().update_column("x", checks=[x_check])
     if n_classes > 1:
         schema = schema.update_column("label", checks=[pa.Check.in_range(0, n_classes - 1)])
     return schema
 
 
-def output_schema(kind: str, input_width: int | None, latent_dim: int, n_classes: int = 0,
-                  vocab_size: int = 0, predicted_classes: int = 0) -> pa.DataFrameSchema:
-    """Inference rows: the input's columns except `x`, plus latent, score, [reconstruction],
-    [predicted_class] (when the model has a classifier head over `predicted_classes`)."""
+def output_schema(examples: pa.DataFrameSchema, latent_dim: int, reconstruction: pa.Check | None,
+                  predicted_classes: int = 0) -> pa.DataFrameSchema:
+    """Inference rows: the examples' columns except `x`, plus latent, score, [reconstruction
+    checked by `reconstruction`], [predicted_class] (when the model has a classifier head
+    over `predicted_classes`)."""
     columns: dict[str, pa.Column] = {
-        "latent": pa.Column(object, checks=[_vector_check(latent_dim)]),
+        "latent": pa.Column(object, checks=[vector_check(latent_dim)]),
         "score": pa.Column(np.float32, checks=[pa.Check.ge(0)], nullable=False),
     }
-    if input_width is not None:
-        check = _token_check(input_width, vocab_size) if kind == "tokens" else _vector_check(input_width)
-        columns["reconstruction"] = pa.Column(object, checks=[check])
+    if reconstruction is not None:
+        columns["reconstruction"] = pa.Column(object, checks=[reconstruction])
     if predicted_classes > 1:
         columns["predicted_class"] = pa.Column(np.int64,
                                                checks=[pa.Check.in_range(0, predicted_classes - 1)])
-    return examples_schema(kind, 1, n_classes, vocab_size).remove_columns(["x"]).add_columns(columns)
+    return examples.remove_columns(["x"]).add_columns(columns)
 
 
 def _failure_rows(error: SchemaError | SchemaErrors) -> pd.DataFrame:

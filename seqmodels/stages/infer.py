@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.data import schemas
+from seqmodels.data.registry import modality
 from seqmodels.distributed.infer import predict_to_parquet
 from seqmodels.errors import DataError
 from seqmodels.models.base import FusedAutoencoder
@@ -41,9 +42,8 @@ def run(cfg: Config) -> None:
 def inference_schema(model: FusedAutoencoder, spec: DataSpec, write_reconstructions: bool):
     """The columns a model's predictions have: what the model produces (a classifier head
     or not), not only what the data holds."""
-    width = spec.input_dim if write_reconstructions else None
-    return schemas.output_schema(spec.kind, width, model.cfg.latent_dim, spec.n_classes, spec.vocab_size,
-                                 predicted_classes=model.predicted_classes)
+    return modality(spec.kind).output_schema(spec, model.cfg.latent_dim, write_reconstructions,
+                                             predicted_classes=model.predicted_classes)
 
 
 def check_and_describe_outputs(cfg: Config, staging: Path, model: FusedAutoencoder, spec: DataSpec,

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.build import PreparedData, build_examples
+from seqmodels.data.build import build_examples
+from seqmodels.data.modality import PreparedData
 from seqmodels.data.tables import examples_to_arrow, parquet_write_options
 from seqmodels.errors import DataValidationError
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic

@@ -10,26 +10,22 @@ import pandas as pd
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
+from seqmodels.data.registry import modality
 from seqmodels.data.tables import read_spec
 from seqmodels.errors import DataError, DataValidationError
-from seqmodels.spec import EXAMPLES_FILE, SERIES_FILE
 
 
 def run(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
     spec = read_spec(prepared)
-    checks = [(spec.kind, prepared / EXAMPLES_FILE,
-               schemas.examples_schema(spec.kind, spec.input_dim, spec.n_classes, spec.vocab_size))]
-    if spec.kind == "series":
-        checks.insert(0, ("canonical series", prepared / SERIES_FILE,
-                          schemas.series_schema(list(spec.features))))
     entries: list[dict[str, Any]] = []
     failures: list[DataValidationError] = []
-    for table, path, schema in checks:
+    for table in modality(spec.kind).prepared_tables(spec):
+        path = prepared / table.file
         frame = _read(path)
         try:
-            schemas.validate_table(frame, schema, table=table, source=str(path))
-            entries.append({"table": table, "source": str(path), "valid": True, "rows": len(frame)})
+            schemas.validate_table(frame, table.schema, table=table.name, source=str(path))
+            entries.append({"table": table.name, "source": str(path), "valid": True, "rows": len(frame)})
         except DataValidationError as error:
             entries.append({**error.report, "rows": len(frame)})
             failures.append(error)

@@ -72,6 +72,9 @@ def roc(inputs: Evaluation, result: dict[str, Any], baseline: Scored | None, fla
 
 def examples(inputs: Evaluation, cfg: Config, staging: Path) -> str | None:
     """Inputs beside their reconstructions for a few normal and anomalous test rows; or why not."""
+    draw_examples = plots.EXAMPLE_PLOTS.get(inputs.spec.kind)
+    if draw_examples is None:
+        return f"no example plot for data.kind={inputs.spec.kind!r} (seqmodels.plots.EXAMPLE_PLOTS)"
     if not inputs.has_reconstructions:
         return "the outputs hold no reconstructions (infer.write_reconstructions=false)"
     scored, spec = inputs.scored, inputs.spec
@@ -86,5 +89,5 @@ def examples(inputs: Evaluation, cfg: Config, staging: Path) -> str | None:
                 for group, members in picked.items()},
         input_shape=spec.input_shape, features=spec.features, id_column=spec.id_column,
         vocab=json.loads(vocab.read_text())["tokens"] if vocab.is_file() else None)
-    plots.EXAMPLE_PLOTS[spec.kind](shown, staging / "examples.png")
+    draw_examples(shown, staging / "examples.png")
     return None

@@ -1,0 +1,67 @@
+"""Who trains, who validates, who tests: the split rules every modality shares.
+
+Splitting happens per series (never per window) so overlapping windows of one series can
+not leak between train and test. In the one-class setup, only normal series (label 0) are
+split into train/val/test; every anomalous series goes to test, where it is what the
+anomaly score must find. Independent examples (images, sequences) split at random.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from seqmodels.data.config import SplitFractions
+from seqmodels.errors import DataError
+from seqmodels.spec import SPLITS
+
+
+def check_label_classes(labels: pd.Series, source: str, unit: str) -> None:
+    """A label column must hold two classes: with one, evaluation has nothing to compare
+    (AUROC needs normal and anomalous examples, accuracy needs two classes). Data without
+    labels is fine: it simply has no label column."""
+    classes = sorted(pd.unique(labels.dropna()).tolist())
+    if len(classes) == 1:
+        raise DataError(
+            f"the label column has a single class ({classes[0]}) in all {len(labels)} {unit}",
+            where=f"{source}: column 'label'",
+            fix="evaluation needs both normal (0) and anomalous (1) examples (or two classes for "
+                "images): add examples of the other class, or drop the label column for unlabelled data",
+        )
+
+
+def assign_splits(series_labels: pd.Series, fractions: SplitFractions, seed: int,
+                  source: str = "the data") -> pd.Series:
+    """Map series_id -> split. `series_labels` holds each series' label (or NaN if none)."""
+    rng = np.random.default_rng(seed)
+    anomalous = series_labels.index[series_labels.fillna(0) > 0]
+    normal = np.array(sorted(series_labels.index[series_labels.fillna(0) == 0]))
+    rng.shuffle(normal)
+    n_test = round(len(normal) * fractions.test)
+    n_val = round(len(normal) * fractions.val)
+    splits = pd.Series("train", index=pd.Index(normal, name="series_id"), dtype=object)
+    splits.iloc[:n_test] = "test"
+    splits.iloc[n_test:n_test + n_val] = "val"
+    splits = pd.concat([splits, pd.Series("test", index=pd.Index(anomalous, name="series_id"))])
+    required = {"train": True, "val": fractions.val > 0, "test": fractions.test > 0 or len(anomalous) > 0}
+    counts = splits.value_counts()
+    empty = [s for s in SPLITS if required[s] and counts.get(s, 0) == 0]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} got no series ({len(normal)} normal, {len(anomalous)} anomalous series "
+            f"in {source})",
+            where="params.yaml: data.split",
+            fix="provide more series or change data.split.val / data.split.test",
+        )
+    return splits
+
+
+def split_examples(n: int, fractions: SplitFractions, seed: int) -> np.ndarray:
+    """Random train/val/test assignment for independent examples (images, sequences)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = round(n * fractions.test), round(n * fractions.val)
+    splits = np.empty(n, dtype=object)
+    splits[order[:n_test]] = "test"
+    splits[order[n_test:n_test + n_val]] = "val"
+    splits[order[n_test + n_val:]] = "train"
+    return splits.astype(str)
