@@ -15,7 +15,6 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from seqmodels.data import series
 from seqmodels.data.config import DataConfig
 from seqmodels.data.files import read_table_file
 from seqmodels.data.modality import Modality, PreparedData
@@ -54,8 +53,7 @@ def load_images(cfg: DataConfig) -> ImageSource:
         raise DataError("an image file source needs data.image_shape: [channels, height, width]",
                         where="params.yaml: data.image_shape",
                         fix=f"set data.image_shape, or use a bundled source: {sorted(SOURCES)}")
-    # The missing-file message has always suggested the series sources; kept as it is.
-    frame = read_table_file(Path(cfg.source), series.SOURCES)
+    frame = read_table_file(Path(cfg.source), SOURCES)
     if "x" not in frame.columns:
         raise DataError(f"{cfg.source} has no 'x' column", where=cfg.source,
                         fix="store each image flattened (C*H*W floats in [0, 1]) in a list column 'x'")

@@ -14,7 +14,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from seqmodels.data import schemas, series
+from seqmodels.data import schemas
 from seqmodels.data.config import DataConfig
 from seqmodels.data.files import feature_columns, read_table_file
 from seqmodels.data.modality import Modality, PreparedData
@@ -41,8 +41,7 @@ SOURCES: dict[str, Callable[[], pd.DataFrame]] = {"shuttle": _shuttle}
 def load_rows(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """Tabular rows (feature columns + optional 0/1 `label`), not yet validated."""
     bundled = SOURCES.get(cfg.source)
-    # The missing-file message has always suggested the series sources; kept as it is.
-    frame = bundled() if bundled else read_table_file(Path(cfg.source), series.SOURCES)
+    frame = bundled() if bundled else read_table_file(Path(cfg.source), SOURCES)
     features = [c for c in feature_columns(frame, cfg.features) if c != ID_COLUMN]
     return frame[features + (["label"] if "label" in frame.columns else [])], features
 
