@@ -206,3 +206,25 @@ def test_every_stage_depends_on_exactly_the_code_it_runs():
         if missing or extra:
             problems[name] = {"missing": missing, "not imported": extra}
     assert problems == {}
+
+
+EDGES = {"seqmodels/distributed", "seqmodels/versions.py"}  # where Ray and DVC may be imported
+
+
+def external_imports(path: Path) -> set[str]:
+    """Top-level names of the packages a file imports (any depth in the file)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_ray_and_dvc_are_imported_only_at_the_edges():
+    offenders = {str(path.relative_to(REPO)): sorted(found)
+                 for path in sorted((REPO / PACKAGE).rglob("*.py"))
+                 if not any(str(path.relative_to(REPO)).startswith(edge) for edge in EDGES)
+                 and (found := external_imports(path) & {"ray", "dvc", "dvclive"})}
+    assert offenders == {}

@@ -1,1 +1,2 @@
-"""Data: sources -> canonical tables -> Pandera checks -> prepared windows."""
+"""Data: one module per modality (series, images, tabular, tokens), looked up through
+registry.py; shared splits, scaling, file readers, Arrow tables and Pandera schemas."""

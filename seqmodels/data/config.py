@@ -33,8 +33,8 @@ class DataConfig(Section):
     source: str = Field(
         "gunpoint",
         description="A bundled dataset name (series: gunpoint, trace; images: digits; tabular: shuttle; "
-        "tokens: english-words) or a path to a "
-        "CSV/Parquet file in the modality's table contract.",
+        "tokens: english-words) or a path to a file in the modality's contract: CSV/Parquet for "
+        "series, tabular and images, UTF-8 text with one sequence per line for tokens.",
     )
     image_shape: tuple[int, int, int] | None = Field(
         None, description="(channels, height, width) of images read from a file source."
