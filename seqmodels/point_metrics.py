@@ -257,12 +257,15 @@ def vus(score: ArrayLike, labels: ArrayLike, *, sliding_window: int) -> Volumes:
         group_max = _widened_range_max(score, starts, ends, width)
         existence = _count_at_least(np.sort(group_max), thresholds) / len(group_max)
 
+        # A flagged labelled step counts 1, a flagged buffer step its weight; TSB-AD's
+        # positives (P_new) are the labelled steps plus half the flagged buffer weight.
         true_pos = found + credit
-        positives = (n_anomalous + (n_anomalous + credit)) / 2  # TSB-AD's P_new
+        positives = (n_anomalous + (n_anomalous + credit)) / 2
         tpr = np.minimum(true_pos / positives, 1) * existence
         fpr = (flagged - true_pos) / (n - positives)
         precision = true_pos / flagged
 
+        # The curve runs from (0, 0) to (1, 1); AP is a step sum over the 250 thresholds.
         tpr = np.concatenate(([0.0], tpr, [1.0]))
         fpr = np.concatenate(([0.0], fpr, [1.0]))
         roc_areas.append(np.dot(np.diff(fpr), (tpr[1:] + tpr[:-1]) / 2))
