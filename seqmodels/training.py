@@ -124,6 +124,12 @@ def _optimizer_step(model: nn.Module, total: Tensor, optimizer: torch.optim.Opti
         optimizer.step()
 
 
+def selection_loss(metrics: dict[str, float]) -> float:
+    """What picks the best epoch: the validation loss, or the training loss when there is no
+    validation data. Early stopping, the exported model and Ray's kept checkpoints all use it."""
+    return metrics.get("val_loss", metrics["train_loss"])
+
+
 @dataclass
 class FitState:
     """Everything needed to resume: saved inside every checkpoint."""
@@ -137,10 +143,9 @@ class FitState:
     resumed_at: list[int] = field(default_factory=list)  # epochs a restart continued from
 
     def record(self, metrics: dict[str, float]) -> bool:
-        """Add one epoch's metrics; whether it is the best so far by the selection loss (the
-        validation loss, or the training loss when there is no validation data)."""
+        """Add one epoch's metrics; whether it is the best so far by `selection_loss`."""
         epoch = int(metrics["epoch"])
-        selection = metrics.get("val_loss", metrics["train_loss"])
+        selection = selection_loss(metrics)
         improved = selection < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_epoch, self.epochs_since_best = selection, epoch, 0

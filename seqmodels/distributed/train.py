@@ -31,7 +31,7 @@ from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
 from seqmodels.spec import EXAMPLES_FILE, DataSpec
-from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything
+from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything, selection_loss
 
 if TYPE_CHECKING:  # Ray itself is imported where it runs
     from ray.data import Dataset
@@ -291,7 +291,7 @@ class EpochReport:
         import ray.train
         from ray.train import Checkpoint
 
-        metrics = {**metrics, SELECTION_METRIC: metrics.get("val_loss", metrics["train_loss"])}
+        metrics = {**metrics, SELECTION_METRIC: selection_loss(metrics)}
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if self.rank == 0:
