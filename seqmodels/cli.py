@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from seqmodels.console import guarded
 from seqmodels.stages import STAGES, stage_runner
-from seqmodels.stages.runner import add_stage_arguments, run_stage
+from seqmodels.stages.runner import add_stage_arguments, run_with_params
 
 SUBMIT_ACTIONS = ("status", "logs", "stop", "fetch")
 
@@ -112,8 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guarded("outputs", lambda: _outputs(args))
     if args.command == "submit":
         return guarded("submit", lambda: _submit(args))
-    stage_args = ["--params", args.params, *(f"--set={item}" for item in args.overrides)]
-    return run_stage(args.command, stage_runner(args.command), stage_args)
+    return run_with_params(args.command, stage_runner(args.command), args.params, args.overrides)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,17 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stage(name: str, run: Callable[[Config], None], argv: Sequence[str] = ()) -> int:
-    """Load params once, run the stage, and leave no Ray behind whatever happened."""
+    """A pipelines/ entry point: parse `--params` / `--set`, then `run_with_params`."""
     parser = argparse.ArgumentParser(prog=f"seqmodels {name}", description=f"run the {name} stage")
     add_stage_arguments(parser)
     args = parser.parse_args(list(argv))
+    return run_with_params(name, run, args.params, args.overrides)
+
+
+def run_with_params(name: str, run: Callable[[Config], None], params: str, overrides: Sequence[str]) -> int:
+    """Load params once, run the stage, and leave no Ray behind whatever happened."""
     try:
-        return guarded(name, lambda: run(load_config(args.params, args.overrides)))
+        return guarded(name, lambda: run(load_config(params, list(overrides))))
     finally:
         ray = sys.modules.get("ray")  # imported only by the stages that use it
         if ray is not None and ray.is_initialized():
