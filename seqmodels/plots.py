@@ -274,3 +274,229 @@ EXAMPLE_PLOTS: dict[str, Callable[[Examples, Path], None]] = {
     "images": image_examples,
     "tokens": token_examples,
 }
+
+
+# --- Timeline: where in a long series the score rises, and what the labels say --------------------
+
+MAX_LINE_POINTS = 4000  # per plotted line in an overview: more pixels than the figure is wide
+MAX_FIGURE_HEIGHT = 48.0  # inches; more rows get thinner instead of an unreadably tall PNG
+_LABELLED = {"color": "tab:red", "alpha": 0.18, "label": "labelled anomaly"}
+_FLAGGED = {"color": "tab:orange", "alpha": 0.35, "label": "flagged event"}
+
+
+@dataclass(frozen=True, eq=False)
+class Timeline:
+    """One whole series as evaluate sees it, step by step: values, score, split and the two
+    kinds of anomaly marks (what the data says, what the threshold says).
+
+    Frozen because the same record feeds both the zoom selection and the drawing, so neither
+    may change it under the other; eq=False because arrays have no single truth value, so
+    records compare (and hash) by identity. `t` is int64 steps or datetime64 timestamps, only
+    used as the x axis. `score` is NaN where no window covers the step (or nothing was
+    scored). `flags` is `score > threshold` as the caller decided it, so the plot shows the
+    caller's decision rather than recomputing one."""
+
+    series_id: str
+    t: np.ndarray
+    values: np.ndarray
+    score: np.ndarray
+    split: np.ndarray
+    labels: np.ndarray | None = None
+    flags: np.ndarray | None = None
+
+    def __post_init__(self):
+        """A length mismatch would otherwise draw shading at the wrong steps, silently."""
+        n = len(self.t)
+        arrays = {"values": self.values, "score": self.score, "split": self.split,
+                  "labels": self.labels, "flags": self.flags}
+        wrong = {k: len(v) for k, v in arrays.items() if v is not None and len(v) != n}
+        if wrong:
+            raise ValueError(f"series {self.series_id}: {len(self.t)} steps in t but lengths {wrong}")
+
+
+@dataclass(frozen=True)
+class ZoomWindow:
+    """One zoomed panel: the event's steps [start, stop) in series number `series` and the
+    steps [lo, hi) drawn around it (the event plus context, clipped at the series' ends)."""
+
+    series: int
+    series_id: str
+    start: int
+    stop: int
+    lo: int
+    hi: int
+    labelled: bool
+    flagged: bool
+    peak: float  # highest score in the event, -inf when it has none
+
+    @property
+    def kind(self) -> str:
+        """What the panel title says the event is."""
+        return "labelled + flagged" if self.labelled and self.flagged else (
+            "labelled" if self.labelled else "flagged")
+
+
+def _runs(mask: np.ndarray | None) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of consecutive true steps: an event is a run, not a step."""
+    if mask is None or not len(mask):
+        return []
+    padded = np.concatenate([[False], np.asarray(mask).astype(bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _events(series: Timeline) -> list[tuple[int, int, bool, bool]]:
+    """Labelled runs and flagged runs merged where they overlap or touch, so one anomaly that
+    was both labelled and caught gets one panel: (start, stop, labelled, flagged)."""
+    marked = [(a, b, True, False) for a, b in _runs(series.labels)]
+    marked += [(a, b, False, True) for a, b in _runs(series.flags)]
+    merged: list[list] = []
+    for start, stop, labelled, flagged in sorted(marked):
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            last[1], last[2], last[3] = max(last[1], stop), last[2] or labelled, last[3] or flagged
+        else:
+            merged.append([start, stop, labelled, flagged])
+    return [tuple(event) for event in merged]
+
+
+def zoom_windows(series: list[Timeline], max_zooms: int = 6, context: int | None = None) -> list[ZoomWindow]:
+    """The events worth a zoomed panel, at most `max_zooms`: every labelled one first (they are
+    what the reader checks the model against, in series and time order), then flagged-only
+    events by their highest score (the most confident false alarms or unlabelled finds).
+    `context` steps either side; None means max(50, 2 * event length)."""
+    windows = []
+    for i, s in enumerate(series):
+        score = np.where(np.isnan(s.score), -np.inf, s.score)
+        for start, stop, labelled, flagged in _events(s):
+            pad = context if context is not None else max(50, 2 * (stop - start))
+            windows.append(ZoomWindow(i, s.series_id, start, stop, max(0, start - pad),
+                                      min(len(s.t), stop + pad), labelled, flagged,
+                                      float(score[start:stop].max())))
+    labelled = [w for w in windows if w.labelled]
+    flagged = sorted((w for w in windows if not w.labelled), key=lambda w: -w.peak)
+    return (labelled + flagged)[:max(0, max_zooms)]
+
+
+def _decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_points` points that draw like the full line: per bucket of consecutive
+    steps the minimum and the maximum, in time order, so a one-step spike still shows. A bucket
+    with no finite value gives NaN, which keeps gaps (unscored steps) as gaps."""
+    n = len(y)
+    if n <= max_points:
+        return x, y
+    size = -(-n // max(1, max_points // 2))
+    buckets = -(-n // size)
+    padded = np.concatenate([np.asarray(y, dtype=np.float64), np.full(buckets * size - n, np.nan)])
+    grid = padded.reshape(buckets, size)
+    missing = np.isnan(grid)
+    low = np.where(missing, np.inf, grid).argmin(axis=1)
+    high = np.where(missing, -np.inf, grid).argmax(axis=1)
+    index = (np.sort(np.stack([low, high], axis=1), axis=1) + size * np.arange(buckets)[:, None]).ravel()
+    return x[index], padded[index]
+
+
+def _edges(t: np.ndarray) -> np.ndarray:
+    """Where each step starts, plus where the last one ends (one more step on): step i spans
+    edges[i] to edges[i + 1], so a single-step run still has a width."""
+    step = t[-1] - t[-2] if len(t) > 1 else t[-1] - t[-1]
+    return np.append(t, t[-1] + step)
+
+
+def _shade(ax, edges: np.ndarray, runs: list[tuple[int, int]], style: dict) -> None:
+    """All runs as one full-height artist, so thousands of flagged runs stay cheap to draw,
+    and a marker at each run's start on the top edge: in the overview of a long series a
+    short run is narrower than a pixel and would otherwise not show."""
+    if not runs:
+        return
+    xs = np.concatenate([[edges[a], edges[a], edges[b], edges[b]] for a, b in runs])
+    ys = np.tile([0.0, 1.0, 1.0, 0.0], len(runs))
+    ax.fill_between(xs, 0, ys, transform=ax.get_xaxis_transform(), linewidth=0, **style)
+    ax.plot(xs[::4], np.full(len(runs), 0.93), "v", color=style["color"], markersize=4,
+            transform=ax.get_xaxis_transform())
+
+
+def _splits(axes, t: np.ndarray, split: np.ndarray) -> None:
+    """Faint lines where the split changes, each split's name once, at its first stretch."""
+    changes = [0] + [i for i in range(1, len(split)) if split[i] != split[i - 1]]
+    named = set()
+    for i in changes:
+        for ax in axes:
+            if i:
+                ax.axvline(t[i], color="grey", linewidth=0.7, alpha=0.5)
+        if split[i] not in named:
+            named.add(split[i])
+            axes[0].text(t[i], 0.98, f" {split[i]}", transform=axes[0].get_xaxis_transform(),
+                         fontsize=7, color="dimgrey", va="top", ha="left")
+
+
+def _legend(ax) -> None:
+    """One legend entry per label, whatever drew it how often."""
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if handles:
+        ax.legend(handles.values(), handles.keys(), fontsize=7, loc="upper right")
+
+
+def _draw(ax_values, ax_score, s: Timeline, lo: int, hi: int, threshold: float | None) -> None:
+    """Values (first 3 features) over score for steps [lo, hi), with labelled runs shaded on
+    both and flagged events on the score axis; lines decimated past MAX_LINE_POINTS."""
+    t = s.t[lo:hi]
+    values = np.asarray(s.values, dtype=np.float64).reshape(len(s.t), -1)[lo:hi]
+    for f in range(min(values.shape[1], 3)):
+        ax_values.plot(*_decimate(t, values[:, f], MAX_LINE_POINTS), linewidth=0.6,
+                       label="value" if values.shape[1] == 1 else f"feature {f}")
+    ax_score.plot(*_decimate(t, np.asarray(s.score, dtype=np.float64)[lo:hi], MAX_LINE_POINTS),
+                  linewidth=0.6, color="black", label="score")
+    if threshold is not None:
+        ax_score.axhline(threshold, color="tab:purple", linestyle="--", linewidth=0.9,
+                         label=f"threshold {threshold:.3g}")
+    edges = _edges(s.t)[lo:hi + 1]
+    labelled = _runs(None if s.labels is None else s.labels[lo:hi])
+    for ax in (ax_values, ax_score):
+        _shade(ax, edges, labelled, _LABELLED)
+    _shade(ax_score, edges, _runs(None if s.flags is None else s.flags[lo:hi]), _FLAGGED)
+    _splits((ax_values, ax_score), t, s.split[lo:hi])
+    if edges[0] != edges[-1]:
+        ax_values.set_xlim(edges[0], edges[-1])
+    for ax in (ax_values, ax_score):
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    ax_score.set_ylabel("score", fontsize=8)
+
+
+def _layout(n_series: int, n_zooms: int):
+    """Overviews full width, zooms two per row below; the height grows with the rows, capped."""
+    zoom_rows = -(-n_zooms // 2)
+    ratios = [2.0, 1.2] * n_series + [1.6, 1.0] * zoom_rows
+    fig = plt.figure(figsize=(14, min(MAX_FIGURE_HEIGHT, 0.6 + sum(ratios))))
+    grid = fig.add_gridspec(len(ratios), 2, height_ratios=ratios)
+    overviews = []
+    for i in range(n_series):
+        top = fig.add_subplot(grid[2 * i, :])
+        overviews.append((top, fig.add_subplot(grid[2 * i + 1, :], sharex=top)))
+    zooms = []
+    for k in range(n_zooms):
+        row, column = 2 * n_series + 2 * (k // 2), k % 2
+        top = fig.add_subplot(grid[row, column])
+        zooms.append((top, fig.add_subplot(grid[row + 1, column], sharex=top)))
+    return fig, overviews, zooms
+
+
+def timeline(series: list[Timeline], threshold: float | None, path: Path, max_zooms: int = 6,
+             context: int | None = None) -> None:
+    """Each series whole (values over score, labelled runs in red, flagged events in orange,
+    the splits marked), then zoomed panels at full resolution on the events `zoom_windows`
+    picks: an overview of a long series shows *where* the score rises, a zoom shows *what*
+    the series did there."""
+    windows = zoom_windows(series, max_zooms, context)
+    fig, overviews, zooms = _layout(len(series), len(windows))
+    for s, (ax_values, ax_score) in zip(series, overviews, strict=True):
+        _draw(ax_values, ax_score, s, 0, len(s.t), threshold)
+        ax_values.set_title(f"{s.series_id}: {len(s.t)} steps", fontsize=9)
+    for w, (ax_values, ax_score) in zip(windows, zooms, strict=True):
+        s = series[w.series]
+        _draw(ax_values, ax_score, s, w.lo, w.hi, threshold)
+        ax_values.set_title(f"{w.series_id}: t {s.t[w.start]} to {s.t[w.stop - 1]} ({w.kind})", fontsize=8)
+    for ax_values, _ in overviews + zooms:
+        ax_values.tick_params(labelbottom=False)
+    _save(fig, path)
