@@ -85,13 +85,11 @@ class StepScores:
     def result(self) -> np.ndarray:
         """The per-step scores (float64, shape (length,)); NaN where no window covers a step."""
         count = self.coverage
-        if self.how == "max":
-            out = self._acc.copy()
-        else:
-            sums = np.cumsum(self._acc[:-1]) if self.how == "window" else self._acc
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out = sums / count
-        out[count == 0] = np.nan
+        out = np.cumsum(self._acc[:-1]) if self.how == "window" else self._acc.copy()
+        uncovered = count == 0
+        if self.how != "max":  # in place: one float64 array of transient memory, not two
+            np.divide(out, count, out=out, where=~uncovered)
+        out[uncovered] = np.nan
         return out
 
     def _checked_starts(self, starts: np.ndarray) -> np.ndarray:
