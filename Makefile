@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# data.source=kdd135 reads two CSVs from the aeon wheel and never imports aeon, whose
+	# numba<0.64 pin no numpy-2.4 environment can meet (seqmodels/data/ucr_anomaly.py).
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt aeon
 	touch $(STAMP)
 
 repro: setup

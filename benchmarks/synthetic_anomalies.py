@@ -32,15 +32,9 @@ normal test series. The files are TSB-AD / TimeEval single-series CSVs:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,37 +42,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seqmodels.data.ucr_anomaly import archive_files
 from seqmodels.periods import dominant_period
 
+
 # --- The data source: the one place that knows where the real series comes from -------------------
-# TEMPORARY: read from the aeon 1.6.0 wheel (which bundles the series) until the project's own
-# reader replaces load_kdd135_arrays; nothing else in this file touches aeon or pip.
-
-AEON_REQUIREMENT = "aeon==1.6.0"
-AEON_WHEEL_SHA256 = "d05227086706f80111ac5fee8de4d5d3115bb3bcfd1c786c8629393055816409"
-KDD135_MEMBER = "aeon/datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_{split}.csv"
-
-
 def load_kdd135_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train values, test values, test 0/1 labels) of UCR series 135 InternalBleeding16.
-
-    From the aeon 1.6.0 wheel: the file named by $AEON_WHEEL, else `pip download`ed (6 MB) into
-    a temporary folder; its SHA-256 must be the published wheel's. TRAIN: 1200 normal points.
-    TEST: 7501 points (the whole recording: its first 1200 are TRAIN), anomaly at 4187-4198."""
-    with tempfile.TemporaryDirectory() as folder:
-        if os.environ.get("AEON_WHEEL"):
-            wheel = Path(os.environ["AEON_WHEEL"])
-        else:
-            subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "download",
-                            "--no-deps", "--only-binary=:all:", "--dest", folder, AEON_REQUIREMENT],
-                           check=True, capture_output=True)
-            wheel = next(Path(folder).glob("aeon-*.whl"))
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != AEON_WHEEL_SHA256:
-            raise ValueError(f"{wheel} is not the aeon 1.6.0 wheel (sha256 {digest})")
-        with zipfile.ZipFile(wheel) as archive:
-            train, test = (pd.read_csv(io.BytesIO(archive.read(KDD135_MEMBER.format(split=split))))
-                           for split in ("TRAIN", "TEST"))
+    """(train values, test values, test 0/1 labels) of UCR series 135 InternalBleeding16, read
+    by the project's own bundled-source reader (seqmodels.data.ucr_anomaly: the aeon wheel's
+    files). TRAIN: 1200 normal points. TEST: 7501 points (the whole recording: its first 1200
+    are TRAIN), anomaly at 4187-4198."""
+    train, test = (pd.read_csv(path) for path in archive_files("kdd135"))
     return (train["value"].to_numpy(np.float64), test["value"].to_numpy(np.float64),
             test["is_anomaly"].to_numpy(np.int8))
 

@@ -83,6 +83,9 @@ class ThresholdConfig(Section):
 class EvaluateConfig(Section):
     threshold: ThresholdConfig = ThresholdConfig()
     examples: int = Field(3, gt=0, description="Rows per group (normal/anomalous) in plots/examples.png.")
+    sliding_window: int | None = Field(
+        None, gt=0, description="Per-step metrics (VUS): TSB-AD's slidingWindow, the widest buffer "
+        "around each labelled range; default the test series' dominant period, as TSB-AD computes it.")
 
 
 class RayConfig(Section):
@@ -129,6 +132,8 @@ class Paths(Section):
     eval_metrics: str = "metrics/eval.json"
     plots: str = "plots"
     anomalies: str = "reports/anomalies.csv"
+    timeline: str = "outputs/timeline"  # series scored per step: one row per time step
+    events: str = "reports/events.csv"  # runs of flagged steps
 
 
 class Config(Section):

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.neighbors import NearestNeighbors
 
 from seqmodels.config import ThresholdConfig
 from seqmodels.models.config import ModelConfig
@@ -59,16 +60,36 @@ def summarise(scored: Scored) -> dict[str, Any]:
     return summary
 
 
+def pca_reconstruction(x: np.ndarray, split: np.ndarray, components: int, seed: int) -> np.ndarray:
+    """Rows reconstructed by a PCA of `components` (at most) fitted on the train rows."""
+    train = x[split == "train"]
+    pca = PCA(n_components=min(components, train.shape[0], train.shape[1]), random_state=seed).fit(train)
+    return pca.inverse_transform(pca.transform(x))
+
+
 def pca_scores(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
                seed: int) -> np.ndarray:
     """Per-row reconstruction error of a PCA with the model's latent size, fitted on train
     rows and scored with the model's own score (model.score), so the two compare fairly."""
-    train = x[split == "train"]
-    components = min(model.latent_dim, train.shape[0], train.shape[1])
-    pca = PCA(n_components=components, random_state=seed).fit(train)
-    reconstruction = pca.inverse_transform(pca.transform(x))
+    reconstruction = pca_reconstruction(x, split, model.latent_dim, seed)
     return reconstruction_error(torch.from_numpy(x), torch.from_numpy(reconstruction), model.score,
                                 input_shape, model.score_band).numpy()
+
+
+def nearest_train_distance(x: np.ndarray, split: np.ndarray, seed: int,
+                           max_reference: int = 20_000) -> np.ndarray:
+    """Each row's mean squared distance to its nearest training row (a training row's to its
+    nearest *other* one): the classic k-NN detector (PyOD's KNN, k = 1) on the same windows,
+    a non-neural baseline that needs no fitting. The reference set is sampled down to
+    `max_reference` training rows so the cost stays linear in the scored rows."""
+    train = np.flatnonzero(split == "train")
+    if len(train) > max_reference:
+        train = np.sort(np.random.default_rng(seed).choice(train, max_reference, replace=False))
+    index = NearestNeighbors(n_neighbors=min(2, len(train))).fit(x[train])
+    distance, neighbour = index.kneighbors(x)
+    is_self = train[neighbour[:, 0]] == np.arange(len(x))
+    nearest = np.where(is_self & (distance.shape[1] > 1), distance[:, -1], distance[:, 0])
+    return nearest**2 / x.shape[1]
 
 
 def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:

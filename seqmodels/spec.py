@@ -44,6 +44,11 @@ class DataSpec:
     has_labels: bool = False
     n_classes: int = 0
     vocab_size: int = 0  # tokens: ids are < vocab_size
+    # series only: labels per time step rather than per series, and whether the outputs
+    # score every time step (a timeline) rather than only whole windows
+    point_labels: bool = False
+    timeline: bool = False
+    time_dtype: str = "int64"  # of the canonical table's `t`: "int64" or "datetime64[ns]"
 
     @property
     def discrete(self) -> bool:
@@ -82,4 +87,7 @@ class DataSpec:
     def from_dict(cls, raw: dict) -> DataSpec:
         return cls(kind=raw["kind"], input_shape=tuple(int(n) for n in raw["input_shape"]),
                    features=tuple(raw.get("features", ())), has_labels=bool(raw["has_labels"]),
-                   n_classes=int(raw.get("n_classes", 0)), vocab_size=int(raw.get("vocab_size", 0)))
+                   n_classes=int(raw.get("n_classes", 0)), vocab_size=int(raw.get("vocab_size", 0)),
+                   point_labels=bool(raw.get("point_labels", False)),
+                   timeline=bool(raw.get("timeline", False)),
+                   time_dtype=str(raw.get("time_dtype", "int64")))

@@ -138,6 +138,25 @@ def aggregate_outputs(batches: Iterable[pa.RecordBatch], lengths: Mapping[str, i
     return out
 
 
+def aggregate_windows(series_id: np.ndarray, start: np.ndarray, score: np.ndarray,
+                      step_score: np.ndarray | None, lengths: pd.Series, window: int, how: str) -> np.ndarray:
+    """In-memory windows (one entry per window) -> the score of every step, concatenated in
+    the order of `lengths` (series_id -> steps): what evaluate does for its baselines and a
+    benchmark for in-process models, through the same streaming aggregation."""
+    columns = {"series_id": pa.array(np.asarray(series_id).astype(str)), "start": pa.array(start),
+               "score": pa.array(np.asarray(score, dtype=np.float64))}
+    if step_score is not None:
+        columns["step_score"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.asarray(step_score, dtype=np.float32).reshape(-1)), window)
+    per_series = aggregate_outputs([pa.RecordBatch.from_pydict(columns)], lengths, window, how)
+    return in_row_order(per_series, lengths)
+
+
+def in_row_order(per_series: Mapping[str, np.ndarray], lengths: pd.Series) -> np.ndarray:
+    """Per-series step arrays concatenated in the order of `lengths`' index."""
+    return np.concatenate([per_series[str(s)] for s in lengths.index])
+
+
 def _new_scores(series_id: str, lengths: Mapping[str, int], window: int, how: str) -> StepScores:
     if series_id not in lengths:
         raise ValueError(f"series_id {series_id!r} is in the inference output but not in lengths "

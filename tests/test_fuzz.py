@@ -57,7 +57,7 @@ def test_random_tables_validate_and_window_or_fail_with_a_seqmodels_error(frame)
     try:
         table = schemas.validate_table(frame, series_schema(["value"]), table="canonical series",
                                        source="fuzz.csv")
-        windows, _, spec = prepare_windows(table, ["value"], cfg, seed=0)
+        windows, _, spec, _ = prepare_windows(table, ["value"], cfg, seed=0)
     except SeqmodelsError as error:
         assert isinstance(error, DataError) and error.message.strip()
         return

@@ -102,3 +102,35 @@ def test_dvc_exp_run_switches_modality_and_model_from_the_command_line(repo_copy
     assert evaluation["model"]["accuracy"]["test"] > 0.3
     shown = sh("dvc", "exp", "show", "--json", cwd=repo_copy)
     assert "accuracy" in shown.stdout
+
+
+KDD135 = ["-S", "data.source=kdd135", "-S", "data.window=125", "-S", "data.stride=1",
+          "-S", "data.split.by=time", "-S", "data.split.val=0.2", "-S", "model.kind=conv",
+          "-S", "train.batch_size=64", "-S", "train.lr=0.003", "-S", "train.epochs=20"]
+
+
+def test_dvc_exp_run_scores_every_step_of_the_ucr_archive_series(repo_copy):
+    """kdd135 (one 12-step anomaly in 7,501 steps): timeline, events, per-step metrics and the
+    timeline plot come out of `dvc exp run`, and a rerun is a no-op."""
+    sh("dvc", "exp", "run", *KDD135, cwd=repo_copy)
+    timeline = pq.read_table(repo_copy / "outputs/timeline").to_pandas()
+    assert list(timeline.columns) == ["series_id", "t", "split", "score", "label", "is_anomaly"]
+    assert len(timeline) == 1200 + 7501 and timeline["score"].notna().all()
+    test = timeline[timeline["split"] == "test"]
+    assert len(test) == 7501 and test["label"].sum() == 12
+    assert test.loc[test["label"] == 1, "t"].tolist() == list(range(4187, 4199))
+    assert set(timeline.loc[timeline["series_id"].str.endswith("TRAIN"), "split"]) == {"train", "val"}
+    points = json.loads((repo_copy / "metrics/eval.json").read_text())["points"]
+    assert points["steps"] == 7501 and points["anomalous_steps"] == 12 and points["sliding_window"] == 183
+    for detector in ("model", "pca", "knn"):
+        assert 0.0 <= points[detector]["vus_pr"] <= 1.0
+    assert points["model"]["vus_pr"] > 0.5  # twenty epochs find the anomaly
+    assert points["threshold"]["fitted_on"] == "val"
+    events = (repo_copy / "reports/events.csv").read_text().splitlines()
+    assert events[0] == "series_id,split,start,end,steps,peak_score,peak_t,overlaps_anomaly"
+    assert points["events"]["flagged_events"] == sum(",test," in line for line in events[1:])
+    assert (repo_copy / "plots/timeline.png").stat().st_size > 10_000
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo_copy).stdout)["data"]
+    assert "plots/timeline.png" in plots
+    again = sh("dvc", "exp", "run", *KDD135, cwd=repo_copy)
+    assert "Running stage" not in again.stdout

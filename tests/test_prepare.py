@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 
 from seqmodels.data.config import DataConfig, SplitFractions
-from seqmodels.data.series import cut_windows, prepare_windows, series_level_labels
+from seqmodels.data.series import prepare_windows, series_level_labels
 from seqmodels.data.splits import assign_splits
 from seqmodels.data.tabular import prepare_rows
+from seqmodels.data.windows import cut_windows
 from seqmodels.errors import DataError
 from tests.conftest import make_series_table
 
@@ -16,7 +17,7 @@ def prepared(window=20, stride=10, **table_kwargs):
     table = make_series_table(**table_kwargs)
     cfg = DataConfig(source="unused.csv", window=window, stride=stride,
                      split=SplitFractions(val=0.2, test=0.2))
-    return table, *prepare_windows(table, FEATURES, cfg, seed=3)
+    return table, *prepare_windows(table, FEATURES, cfg, seed=3)[:3]
 
 
 def test_each_series_lands_in_exactly_one_split_and_anomalies_only_in_test():
@@ -36,7 +37,7 @@ def test_scaler_is_fitted_on_training_rows_only():
     test_ids = windows.loc[windows["split"] == "test", "series_id"].unique()
     shifted = table.copy()
     shifted.loc[shifted["series_id"].isin(test_ids), FEATURES] += 100.0
-    _, scaler2, _ = prepare_windows(shifted, FEATURES, DataConfig(
+    _, scaler2, _, _ = prepare_windows(shifted, FEATURES, DataConfig(
         source="x.csv", window=20, stride=10, split=SplitFractions(val=0.2, test=0.2)), seed=3)
     assert scaler2 == scaler
 
@@ -58,8 +59,10 @@ def test_windows_have_expected_count_shape_and_values():
 def test_series_shorter_than_window_is_rejected_with_advice():
     table = make_series_table(length=15)
     splits = assign_splits(series_level_labels(table), SplitFractions(val=0.2, test=0.2), 0)
+    table = table.assign(split=table["series_id"].map(splits))
+    cfg = DataConfig(source="unused.csv", window=20, stride=10)
     with pytest.raises(DataError, match=r"shorter than data.window=20") as caught:
-        cut_windows(table, table[FEATURES].to_numpy(np.float32), splits, 20, 10)
+        cut_windows(table, table[FEATURES].to_numpy(np.float32), cfg, timeline=False)
     assert "data.window <= 15" in caught.value.message
 
 

@@ -16,8 +16,13 @@ from seqmodels.sections import Section
 
 
 class SplitFractions(Section):
-    """Fractions of *normal* series sent to validation and test (the rest trains)."""
+    """How examples are split: fractions sent to validation and test (the rest trains).
 
+    `by: series` sends whole series (normal ones; anomalous series all go to test), `by:
+    time` cuts every series in time order into train, val, test, the layout of one long
+    stream whose future must be scored from its past."""
+
+    by: Literal["series", "time"] = "series"
     val: float = Field(0.15, ge=0.0, lt=1.0)
     test: float = Field(0.3, ge=0.0, lt=1.0)
 
@@ -32,9 +37,9 @@ class DataConfig(Section):
     kind: Literal["series", "images", "tabular", "tokens"] = "series"
     source: str = Field(
         "gunpoint",
-        description="A bundled dataset name (series: gunpoint, trace; images: digits; tabular: shuttle; "
-        "tokens: english-words) or a path to a file in the modality's contract: CSV/Parquet for "
-        "series, tabular and images, UTF-8 text with one sequence per line for tokens.",
+        description="A bundled dataset name (series: gunpoint, trace, kdd135; images: digits; "
+        "tabular: shuttle; tokens: english-words) or a path to a file in the modality's contract: "
+        "CSV/Parquet for series, tabular and images, UTF-8 text with one sequence per line for tokens.",
     )
     image_shape: tuple[int, int, int] | None = Field(
         None, description="(channels, height, width) of images read from a file source."
@@ -48,6 +53,19 @@ class DataConfig(Section):
     max_length: int = Field(12, gt=0, description="tokens: longest sequence kept (before EOS).")
     max_examples: int | None = Field(
         20_000, gt=0, description="tokens: sample at most this many sequences (seeded)."
+    )
+    test_source: str | None = Field(
+        None, description="series: a second file (same value columns) whose every window is test, e.g. "
+        "an archive's TEST file; data.source then gives train and val (data.split.test is unused)."
+    )
+    labels: Literal["auto", "series", "points"] = Field(
+        "auto", description="series: `points` = labels per time step (anomalous stretches inside a "
+        "series), `series` = one label per series (a series is anomalous if any step is); `auto` "
+        "picks points when labels vary inside a series or come as a single-series is_anomaly column."
+    )
+    train_normal_only: bool | None = Field(
+        None, description="series: drop training windows that contain a labelled anomaly step "
+        "(default: true with point labels)."
     )
     window: int = Field(150, gt=0)
     stride: int = Field(150, gt=0)

@@ -13,7 +13,9 @@ import pandas as pd
 
 from seqmodels.errors import DataError
 
-RESERVED_COLUMNS = ("series_id", "t", "label")
+# `split` is assigned by prepare; `timestamp` and `is_anomaly` are the single-series form's
+# names for `t` and `label` (seqmodels.data.series_files).
+RESERVED_COLUMNS = ("series_id", "t", "label", "split", "timestamp", "is_anomaly")
 
 
 def read_table_file(path: Path, bundled: Iterable[str]) -> pd.DataFrame:

@@ -71,7 +71,7 @@ class Modality:
         reconstruction = (schemas.values_check(spec.input_dim, spec.discrete, spec.vocab_size)
                           if reconstructions else None)
         return schemas.output_schema(self.examples_schema(spec), latent_dim, reconstruction,
-                                     predicted_classes)
+                                     predicted_classes, step_scores=spec.window if spec.timeline else 0)
 
     def prepared_tables(self, spec: DataSpec) -> list[PreparedTable]:
         """Every table validate checks, in the order of its report: extra tables, then examples."""

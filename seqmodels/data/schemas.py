@@ -89,16 +89,18 @@ def examples_schema(table: type[pa.DataFrameModel], x_check: pa.Check,
 
 
 def output_schema(examples: pa.DataFrameSchema, latent_dim: int, reconstruction: pa.Check | None,
-                  predicted_classes: int = 0) -> pa.DataFrameSchema:
+                  predicted_classes: int = 0, step_scores: int = 0) -> pa.DataFrameSchema:
     """Inference rows: the examples' columns except `x`, plus latent, score, [reconstruction
     checked by `reconstruction`], [predicted_class] (when the model has a classifier head
-    over `predicted_classes`)."""
+    over `predicted_classes`), [step_score: `step_scores` per-step errors of a window]."""
     columns: dict[str, pa.Column] = {
         "latent": pa.Column(object, checks=[vector_check(latent_dim)]),
         "score": pa.Column(np.float32, checks=[pa.Check.ge(0)], nullable=False),
     }
     if reconstruction is not None:
         columns["reconstruction"] = pa.Column(object, checks=[reconstruction])
+    if step_scores:
+        columns["step_score"] = pa.Column(object, checks=[vector_check(step_scores)])
     if predicted_classes > 1:
         columns["predicted_class"] = pa.Column(np.int64,
                                                checks=[pa.Check.in_range(0, predicted_classes - 1)])

@@ -9,6 +9,7 @@ default pipeline never touches the network. Windows are cut per series after the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ from seqmodels.data.config import DataConfig
 from seqmodels.data.files import feature_columns, read_table_file
 from seqmodels.data.modality import Modality, PreparedData, PreparedTable
 from seqmodels.data.scaling import StandardScaler
-from seqmodels.data.splits import assign_splits, check_label_classes
+from seqmodels.data.series_files import SeriesFile, read_series_file
+from seqmodels.data.splits import assign_splits, check_label_classes, time_splits
+from seqmodels.data.ucr_anomaly import archive_files
+from seqmodels.data.windows import cut_windows
 from seqmodels.errors import DataError
 from seqmodels.spec import ID_COLUMNS, SCALER_FILE, SERIES_FILE, SPLITS, DataSpec
 
@@ -78,33 +82,106 @@ def _ucr_from_tslearn(name: str, cfg: DataConfig) -> pd.DataFrame:
     return _one_class_table(name, splits, cfg)
 
 
-SOURCES: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
-    "gunpoint": lambda cfg: _ucr_from_sktime("GunPoint", cfg),
-    "trace": lambda cfg: _ucr_from_tslearn("Trace", cfg),
+def _bundled_table(frame: pd.DataFrame) -> tuple[SeriesFile, None]:
+    return SeriesFile(frame), None
+
+
+def _ucr_anomaly_archive(name: str) -> tuple[SeriesFile, SeriesFile]:
+    """An archive series' TRAIN (normal history) and TEST (labelled stream) files."""
+    train, test = archive_files(name)
+    return _read_file(train), _read_file(test)
+
+
+SOURCES: dict[str, Callable[[DataConfig], tuple[SeriesFile, SeriesFile | None]]] = {
+    "gunpoint": lambda cfg: _bundled_table(_ucr_from_sktime("GunPoint", cfg)),
+    "trace": lambda cfg: _bundled_table(_ucr_from_tslearn("Trace", cfg)),
+    "kdd135": lambda cfg: _ucr_anomaly_archive("kdd135"),
 }
 
 
-def load_source(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
-    """The canonical table for `cfg.source` and its feature columns (not yet validated)."""
-    frame = SOURCES[cfg.source](cfg) if cfg.source in SOURCES else read_table_file(Path(cfg.source), SOURCES)
-    features = feature_columns(frame, cfg.features)
-    keep = ["series_id", "t", *features] + (["label"] if "label" in frame.columns else [])
+@dataclass
+class SeriesInput:
+    """The validated canonical rows of data.source (and data.test_source, whose rows carry
+    split="test"), their feature columns, and whether the files' layout means point labels."""
+
+    table: pd.DataFrame
+    features: list[str]
+    point_labels: bool = False
+
+
+def _read_file(path: str | Path) -> SeriesFile:
+    path = Path(path)
+    return read_series_file(path, read_table_file(path, SOURCES))
+
+
+def _source_files(cfg: DataConfig) -> tuple[SeriesFile, SeriesFile | None]:
+    """data.source's rows and the test rows: data.test_source, else a bundled test file."""
+    train, test = SOURCES[cfg.source](cfg) if cfg.source in SOURCES else (_read_file(cfg.source), None)
+    if cfg.test_source is not None:
+        test = _read_file(cfg.test_source)
+    return train, test
+
+
+def _canonical_columns(loaded: SeriesFile, features: list[str], source: str) -> pd.DataFrame:
+    frame = loaded.table
     missing = [c for c in ("series_id", "t") if c not in frame.columns]
     if missing:
-        raise DataError(f"required column(s) {missing} missing from {cfg.source}",
-                        where=cfg.source,
-                        fix="the canonical table needs series_id, t, feature columns, optional label")
-    return frame[keep], features
+        raise DataError(f"required column(s) {missing} missing from {source}", where=source,
+                        fix="the canonical table needs series_id, t, feature columns, optional label "
+                            "(or the single-series form: timestamp, value columns, optional is_anomaly)")
+    return frame[["series_id", "t", *features] + (["label"] if "label" in frame.columns else [])]
+
+
+def _validated(loaded: SeriesFile, features: list[str], source: str) -> pd.DataFrame:
+    return schemas.validate_table(_canonical_columns(loaded, features, source),
+                                  series_schema(features, time_dtype(loaded.table)),
+                                  table="canonical series", source=source)
+
+
+def _check_test_file(test: SeriesFile, train: SeriesFile, features: list[str], cfg: DataConfig,
+                     where: str) -> None:
+    """The test file continues the training data: same value columns, same timestamp type."""
+    test_features = feature_columns(test.table, cfg.features)
+    if sorted(test_features) != sorted(features):
+        raise DataError(f"the test file's value columns {test_features} differ from the training "
+                        f"file's {features}", where=where,
+                        fix="give both files the same value columns (or list them in data.features)")
+    if "t" in test.table.columns and time_dtype(test.table) != time_dtype(train.table):
+        raise DataError(f"mixed timestamp types: {where} has {time_dtype(test.table)} timestamps, "
+                        f"{cfg.source} has {time_dtype(train.table)}", where=where,
+                        fix="use one timestamp type (integer steps or datetimes) in both files")
+
+
+def load_source(cfg: DataConfig) -> SeriesInput:
+    """The validated canonical rows of data.source and data.test_source (split="test")."""
+    train, test = _source_files(cfg)
+    features = feature_columns(train.table, cfg.features)
+    tables = [_validated(train, features, cfg.source)]
+    if test is not None:
+        where = cfg.test_source or f"{cfg.source} (its test file)"
+        _check_test_file(test, train, features, cfg, where)
+        tables.append(_validated(test, features, where).assign(split="test"))
+    table = pd.concat(tables, ignore_index=True)
+    return SeriesInput(table, features, train.point_labels or (test is not None and test.point_labels))
+
+
+def time_dtype(frame: pd.DataFrame) -> str:
+    """The canonical `t` type of a table: integer steps unless its t holds datetimes."""
+    if "t" in frame.columns and pd.api.types.is_datetime64_any_dtype(frame["t"]):
+        return "datetime64[ns]"
+    return "int64"
 
 
 # --- table contracts ---------------------------------------------------------------------
 
 class SeriesTable(pa.DataFrameModel):
-    """Canonical long-form series table (features added by `series_schema`)."""
+    """Canonical long-form series table (features added by `series_schema`). Prepare adds
+    each step's `split`; `t` is int64 unless the source's timestamps are datetimes."""
 
     series_id: Series[str] = pa.Field(nullable=False)
     t: Series[np.int64] = pa.Field(nullable=False)
     label: Series[np.int64] | None = pa.Field(isin=[0, 1], nullable=False)
+    split: Series[str] | None = pa.Field(isin=list(SPLITS), nullable=False)
 
     class Config:
         coerce = True
@@ -121,13 +198,16 @@ class SeriesTable(pa.DataFrameModel):
     @pa.dataframe_check(error="t must be strictly increasing (unique) within each series_id")
     def t_strictly_increasing(cls, df: pd.DataFrame) -> Series[bool]:
         # A `t` that is not a number is reported by the dtype check; here it passes.
-        t = pd.to_numeric(df["t"], errors="coerce")
+        dated = pd.api.types.is_datetime64_any_dtype(df["t"])
+        t = df["t"] if dated else pd.to_numeric(df["t"], errors="coerce")
         step = t.groupby(df["series_id"], sort=False).diff()
-        return step.isna() | (step > 0)
+        zero = pd.Timedelta(0) if dated else 0
+        return step.isna() | (step > zero)
 
 
 class WindowTable(pa.DataFrameModel):
-    """Prepared windows: `x` holds window * n_features float32 values, time-major."""
+    """Prepared windows: `x` holds window * n_features float32 values, time-major; `start`
+    is the window's first step, counted from the start of its series."""
 
     window_id: Series[np.int64] = pa.Field(unique=True, ge=0)
     series_id: Series[str]
@@ -140,14 +220,16 @@ class WindowTable(pa.DataFrameModel):
         strict = True
 
 
-def series_schema(features: list[str]) -> pa.DataFrameSchema:
-    """The canonical table with its feature columns (named by the data)."""
-    return SeriesTable.to_schema().add_columns(schemas.feature_checks(features))
+def series_schema(features: list[str], time_type: str = "int64") -> pa.DataFrameSchema:
+    """The canonical table with its feature columns (named by the data) and its `t` type."""
+    schema = SeriesTable.to_schema().add_columns(schemas.feature_checks(features))
+    return schema if time_type == "int64" else schema.update_column("t", dtype=time_type)
 
 
 def canonical_table(spec: DataSpec) -> list[PreparedTable]:
     """The canonical table prepare keeps beside the windows, checked by validate too."""
-    return [PreparedTable("canonical series", SERIES_FILE, series_schema(list(spec.features)))]
+    schema = series_schema(list(spec.features), spec.time_dtype)
+    return [PreparedTable("canonical series", SERIES_FILE, schema)]
 
 
 # --- preparation -------------------------------------------------------------------------
@@ -159,50 +241,18 @@ def series_level_labels(table: pd.DataFrame) -> pd.Series:
     return table.groupby("series_id", sort=False)["label"].max()
 
 
-def _check_long_enough(lengths: pd.Series, window: int, source: str) -> None:
-    """Every series must hold at least one window: a shorter one would silently vanish."""
-    too_short = lengths[lengths < window]
-    if len(too_short):
-        examples = ", ".join(f"{sid} ({n} steps)" for sid, n in too_short.head(5).items())
-        raise DataError(
-            f"{len(too_short)} series in {source} shorter than data.window={window}: {examples}",
-            where="params.yaml: data.window",
-            fix=f"set data.window <= {int(lengths.min())} (the shortest series) or drop those series",
-        )
-
-
-def cut_windows(table: pd.DataFrame, scaled: np.ndarray, splits: pd.Series, window: int,
-                stride: int, source: str = "the data") -> pd.DataFrame:
-    """Sliding windows per series over the scaled values, flattened time-major."""
-    lengths = table.groupby("series_id", sort=False).size()
-    _check_long_enough(lengths, window, source)
-    n_features = scaled.shape[1]
-    labels = table["label"].to_numpy() if "label" in table.columns else None
-    pieces, ids, starts, splits_out, window_labels = [], [], [], [], []
-    offset = 0
-    for series_id, length in lengths.items():
-        values = scaled[offset:offset + length]
-        view = np.lib.stride_tricks.sliding_window_view(values, (window, n_features))[::stride, 0]
-        begin = np.arange(0, length - window + 1, stride)
-        pieces.append(view.reshape(len(begin), window * n_features))
-        ids.append(np.full(len(begin), series_id, dtype=object))
-        starts.append(begin)
-        splits_out.append(np.full(len(begin), splits[series_id], dtype=object))
-        if labels is not None:  # a window is anomalous when any of its steps is
-            row_labels = np.lib.stride_tricks.sliding_window_view(labels[offset:offset + length], window)
-            window_labels.append(row_labels[::stride].max(axis=1).astype(np.int64))
-        offset += length
-    x = np.concatenate(pieces).astype(np.float32)
-    frame = pd.DataFrame({
-        ID_COLUMN: np.arange(len(x), dtype=np.int64),
-        "series_id": np.concatenate(ids).astype(str),
-        "split": np.concatenate(splits_out).astype(str),
-        "start": np.concatenate(starts).astype(np.int64),
-    })
-    frame["x"] = list(x)
-    if labels is not None:
-        frame["label"] = np.concatenate(window_labels)
-    return frame
+def uses_point_labels(table: pd.DataFrame, cfg: DataConfig, from_layout: bool) -> bool:
+    """data.labels resolved: `auto` means points when labels vary inside a series or the
+    file's layout gives them per step (is_anomaly)."""
+    if "label" not in table.columns:
+        if cfg.labels == "points":
+            raise DataError("data.labels=points but the data has no label (or is_anomaly) column",
+                            where="params.yaml: data.labels",
+                            fix="add per-step labels or set data.labels=auto")
+        return False
+    if cfg.labels != "auto":
+        return cfg.labels == "points"
+    return from_layout or bool(table.groupby("series_id", sort=False)["label"].nunique().gt(1).any())
 
 
 def sort_canonical(table: pd.DataFrame) -> pd.DataFrame:
@@ -212,30 +262,73 @@ def sort_canonical(table: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
 
 
-def prepare_windows(table: pd.DataFrame, features: list[str], cfg: DataConfig,
-                    seed: int) -> tuple[pd.DataFrame, StandardScaler, DataSpec]:
-    """Validated canonical table -> (windows, scaler fitted on train, spec)."""
+def row_splits(table: pd.DataFrame, cfg: DataConfig, seed: int, point_labels: bool) -> np.ndarray:
+    """Each row's split. Rows of data.test_source are test already; the rest are split by
+    series or by time (then data.split.test applies only without a test file)."""
+    fixed = table["split"].to_numpy(dtype=object) if "split" in table.columns else np.full(len(table), None)
+    own = pd.isna(fixed)
+    rows = table.loc[own]
+    fractions = cfg.split if own.all() else cfg.split.model_copy(update={"test": 0.0})
+    if cfg.split.by == "time":
+        lengths = rows.groupby("series_id", sort=False).size()
+        fixed[own] = time_splits(lengths, fractions, cfg.window, cfg.source)
+    else:
+        labels = series_level_labels(rows)
+        if "label" in rows.columns and not point_labels:
+            check_label_classes(labels, cfg.source, "series")
+        fixed[own] = rows["series_id"].map(assign_splits(labels, fractions, seed, cfg.source)).to_numpy()
+    return fixed.astype(str)
+
+
+def train_windows_normal(windows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Drop training windows that contain a labelled anomaly step (data.train_normal_only):
+    an autoencoder taught to reconstruct an incident would score it as normal."""
+    if "label" not in windows.columns:
+        return windows
+    drop = windows["split"].eq("train") & windows["label"].eq(1)
+    if drop.any() and drop.sum() == windows["split"].eq("train").sum():
+        raise DataError(f"data.train_normal_only drops every training window: all {int(drop.sum())} "
+                        "contain a labelled anomaly step",
+                        where=f"params.yaml: data.train_normal_only ({source})",
+                        fix="set data.train_normal_only=false, use a shorter data.window, or train on a "
+                            "stretch without incidents")
+    kept = windows.loc[~drop].reset_index(drop=True)
+    kept[ID_COLUMN] = np.arange(len(kept), dtype=np.int64)
+    return kept
+
+
+def prepare_windows(
+    table: pd.DataFrame, features: list[str], cfg: DataConfig, seed: int, point_layout: bool = False,
+) -> tuple[pd.DataFrame, StandardScaler, DataSpec, pd.DataFrame]:
+    """Validated canonical rows -> (windows, scaler fitted on train steps, spec, the rows
+    with their `split`). Point labels or a time split score every step (spec.timeline)."""
     table = sort_canonical(table)
-    labels = series_level_labels(table)
-    if "label" in table.columns:
-        check_label_classes(labels, cfg.source, "series")
-    splits = assign_splits(labels, cfg.split, seed, cfg.source)
-    train_rows = table["series_id"].map(splits).eq("train").to_numpy()
-    scaler = StandardScaler.fit(table.loc[train_rows], features)
-    windows = cut_windows(table, scaler.transform(table), splits, cfg.window, cfg.stride, cfg.source)
+    point_labels = uses_point_labels(table, cfg, point_layout)
+    if point_labels:
+        check_label_classes(table["label"], cfg.source, "time steps")
+    timeline = point_labels or cfg.split.by == "time" or "split" in table.columns
+    table = table.assign(split=row_splits(table, cfg, seed, point_labels))
+    normal_only = cfg.train_normal_only if cfg.train_normal_only is not None else point_labels
+    fit_rows = table["split"].eq("train")
+    if normal_only and "label" in table.columns:
+        fit_rows &= table["label"].eq(0)
+    scaler = StandardScaler.fit(table.loc[fit_rows], features)
+    windows = cut_windows(table, scaler.transform(table), cfg, timeline)
+    if normal_only:
+        windows = train_windows_normal(windows, cfg.source)
     spec = DataSpec(kind=KIND, input_shape=(cfg.window, len(features)), features=tuple(features),
-                    has_labels="label" in table.columns)
-    return windows, scaler, spec
+                    has_labels="label" in table.columns, point_labels=point_labels, timeline=timeline,
+                    time_dtype=time_dtype(table))
+    return windows, scaler, spec, table
 
 
 def prepare(cfg: DataConfig, seed: int) -> PreparedData:
-    """Load and validate the canonical table, then cut its windows. The validated table and
-    the scaler are written beside the windows, so validate can recheck the table and the
-    scaling that produced `x` stays on record."""
-    table, features = load_source(cfg)
-    table = schemas.validate_table(table, series_schema(features), table="canonical series",
-                                   source=cfg.source)
-    examples, scaler, spec = prepare_windows(table, features, cfg, seed)
+    """Load and validate the canonical rows, then cut their windows. The rows (with each
+    step's split) and the scaler are written beside the windows, so validate can recheck the
+    table, the timeline can be rebuilt from it, and the scaling that produced `x` stays on record."""
+    loaded = load_source(cfg)
+    examples, scaler, spec, table = prepare_windows(loaded.table, loaded.features, cfg, seed,
+                                                    loaded.point_labels)
     return PreparedData(examples, spec, f"{table['series_id'].nunique()} series -> {len(examples)} windows",
                         {SERIES_FILE: table, SCALER_FILE: scaler.to_dict()})
 

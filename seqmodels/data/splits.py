@@ -65,3 +65,26 @@ def split_examples(n: int, fractions: SplitFractions, seed: int) -> np.ndarray:
     splits[order[n_test:n_test + n_val]] = "val"
     splits[order[n_test + n_val:]] = "train"
     return splits.astype(str)
+
+
+def time_splits(lengths: pd.Series, fractions: SplitFractions, window: int,
+                source: str = "the data") -> np.ndarray:
+    """Per-row splits of rows grouped by series (`lengths`: series_id -> steps, in row order):
+    each series cut in time order into train, then val, then test, so a model is tested on
+    the future of the history it trained on. Each stretch a fraction asks for must hold a window."""
+    pieces, short = [], []
+    for series_id, length in lengths.items():
+        n_test, n_val = round(length * fractions.test), round(length * fractions.val)
+        sizes = {"train": length - n_val - n_test, "val": n_val, "test": n_test}
+        wanted = {"train": True, "val": fractions.val > 0, "test": fractions.test > 0}
+        short += [f"{series_id} ({length} steps -> {sizes[s]} of {s})" for s in SPLITS
+                  if wanted[s] and sizes[s] < window]
+        pieces.append(np.repeat(np.array(SPLITS, dtype=object), [sizes[s] for s in SPLITS]))
+    if short:
+        raise DataError(
+            f"the time split leaves {len(short)} stretch(es) shorter than data.window={window}, so a split "
+            f"would be empty: {', '.join(short[:5])} (in {source})",
+            where="params.yaml: data.split",
+            fix="change data.split.val / data.split.test, lower data.window, or supply longer series",
+        )
+    return np.concatenate(pieces) if pieces else np.empty(0, dtype=object)

@@ -59,12 +59,15 @@ class Predictor:
             inputs = {"x": x}
             out = self.model(inputs)
             score = self.model.score(inputs, out)
+            steps = self.model.step_scores(inputs, out)
         result = batch.drop_columns(list(VECTOR_COLUMNS))
         result = result.append_column("latent", fixed_list(out.latent.code.float().cpu().numpy()))
         if self.write_reconstructions:
             reconstruction = self.model.output_reconstruction(inputs, out).cpu().numpy()
             result = result.append_column("reconstruction", fixed_list(reconstruction))
         result = result.append_column("score", pa.array(score.float().cpu().numpy(), pa.float32()))
+        if steps is not None:
+            result = result.append_column("step_score", fixed_list(steps.float().cpu().numpy()))
         for name, values in self.model.extra_outputs(out).items():
             result = result.append_column(name, pa.array(values.cpu().numpy()))
         return result

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from seqmodels.models.config import ModelConfig
 from seqmodels.models.outputs import Batch, Latent, ModelOutput
-from seqmodels.models.scoring import reconstruction_error
+from seqmodels.models.scoring import reconstruction_error, step_errors
 from seqmodels.models.variational import kl_divergence, latent_head
 from seqmodels.spec import DataSpec
 
@@ -93,3 +93,11 @@ class FusedAutoencoder(nn.Module, ABC):
         """Per-row reconstruction error (model.score): the anomaly score, higher = more anomalous."""
         return reconstruction_error(batch["x"], out.reconstruction, self.cfg.score,
                                     self.spec.input_shape, self.cfg.score_band)
+
+    @torch.no_grad()
+    def step_scores(self, batch: Batch, out: ModelOutput) -> Tensor | None:
+        """(B, window) error of each time step of each window, written for series scored per
+        step (spec.timeline) and aggregated into the timeline; None for other data."""
+        if not self.spec.timeline:
+            return None
+        return step_errors(batch["x"], out.reconstruction, self.spec.input_shape)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seqmodels.sections import Section
 
@@ -30,3 +30,15 @@ class ModelConfig(Section):
         "tolerates features a few steps off (see seqmodels/models/scoring.py).")
     score_band: float = Field(0.1, gt=0.0, le=1.0, description="dtw: how far (fraction of the "
                               "window) a step may align away from its own position.")
+    point_score: Literal["window", "mean", "max"] = Field(
+        "window", description="Series scored per time step (point labels or a time split): a step's "
+        "score is the mean of the scores of the windows covering it (`window`), or the mean / max of "
+        "its own squared error in each covering window (`mean`, `max`). On kdd135 the window means "
+        "find the anomaly far better (docs/performance.md, README quality table).")
+
+    @model_validator(mode="after")
+    def _per_step_errors_are_squared(self) -> ModelConfig:
+        if self.score == "dtw" and self.point_score != "window":
+            raise ValueError(f"point_score={self.point_score!r} aggregates per-step squared errors, "
+                             "which a DTW score does not define: use point_score='window' with score='dtw'")
+        return self

@@ -25,6 +25,14 @@ def mse(x: Tensor, reconstruction: Tensor) -> Tensor:
     return (reconstruction.to(dtype) - x.to(dtype)).pow(2).mean(dim=1)
 
 
+def step_errors(x: Tensor, reconstruction: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(B, D), (B, D) -> (B, window): each step's squared error, averaged over its features;
+    `shape` is one row's (window, features). The mean over steps is the row's `mse`."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, reconstruction.dtype), torch.float32)
+    error = (reconstruction.to(dtype) - x.to(dtype)).pow(2)
+    return error.reshape(len(x), shape[0], -1).mean(dim=2)
+
+
 def banded_dtw(x: Tensor, y: Tensor, radius: int) -> Tensor:
     """(B, T, F), (B, T, F) -> (B,) squared-Euclidean DTW cost per row over T x F, so that
     with radius 0 (no warping) it is the MSE.

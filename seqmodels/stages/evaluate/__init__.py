@@ -1,6 +1,8 @@
 """Stage `evaluate`: the published outputs against the labels and a PCA baseline
 (metrics/eval.json), anomaly flags at a threshold fitted on validation
-(reports/anomalies.csv), and the plots.
+(reports/anomalies.csv), and the plots. Series scored per time step also get their
+timeline (outputs/timeline), per-step metrics (eval.json `points`) and events
+(reports/events.csv): points.py.
 
 Three steps with small signatures: `load` (inputs.py) reads the outputs and the prepared
 inputs once, `score_metrics` and `flag_anomalies` compute the figures, `draw` (figures.py)
@@ -29,18 +31,24 @@ from seqmodels.evaluation import (
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic, write_text_atomic
 from seqmodels.stages.evaluate.figures import draw
 from seqmodels.stages.evaluate.inputs import Evaluation, load, reconstructions
+from seqmodels.stages.evaluate.points import evaluate_points, publish_points
 
 
 def run(cfg: Config) -> None:
     inputs = load(cfg)
     result, baseline = score_metrics(inputs, cfg.seed)
     threshold, flags = flag_anomalies(inputs, cfg, result)
+    points = evaluate_points(inputs, cfg)
+    if points is not None:
+        result["points"] = points.section
     plot_dir = Path(cfg.paths.plots)
-    clean_stale_staging(plot_dir)
+    for target in (plot_dir, Path(cfg.paths.timeline)):
+        clean_stale_staging(target)
     with publishing(plot_dir) as staging:
-        skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags)
+        skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags, points)
     if skipped:
         result["plots_skipped"] = skipped
+    publish_points(points, cfg, skipped.get("timeline.png", ""))
     write_json_atomic(cfg.paths.eval_metrics, result)
     for name, reason in skipped.items():
         print(f"evaluate: no {plot_dir / name}: {reason}")

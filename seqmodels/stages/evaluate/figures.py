@@ -15,10 +15,11 @@ from seqmodels.distributed.live import read_history
 from seqmodels.evaluation import Scored, Threshold, latent_projection, pick_examples, roc_points
 from seqmodels.spec import VOCAB_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation, reconstructions
+from seqmodels.stages.evaluate.points import PointResult
 
 
 def draw(inputs: Evaluation, cfg: Config, staging: Path, result: dict[str, Any], baseline: Scored | None,
-         threshold: Threshold, flags: np.ndarray) -> dict[str, str]:
+         threshold: Threshold, flags: np.ndarray, points: PointResult | None = None) -> dict[str, str]:
     """Write every plot into `staging`; returns {plot: why it was not drawn}."""
     plots.loss_curves(read_history(cfg.paths.train_live), staging / "loss.png")
     score_histogram(inputs.scored, threshold, staging)
@@ -30,7 +31,25 @@ def draw(inputs: Evaluation, cfg: Config, staging: Path, result: dict[str, Any],
     why_not = examples(inputs, cfg, staging)
     if why_not:
         skipped["examples.png"] = why_not
+    if points is None:
+        skipped["timeline.png"] = "the data is not scored per time step (no point labels or time split)"
+    else:
+        timeline(points, staging)
     return skipped
+
+
+def timeline(points: PointResult, staging: Path) -> None:
+    """Each series' values over its per-step score, labelled and flagged runs, zooms on events."""
+    table, score = points.steps.table, points.steps.scores["model"]
+    features = [c for c in table.columns if c not in ("series_id", "t", "split", "label")]
+    series = []
+    for series_id, rows in table.groupby("series_id", sort=False).indices.items():
+        series.append(plots.Timeline(
+            series_id=str(series_id), t=table["t"].to_numpy()[rows], values=table[features].to_numpy()[rows],
+            score=score[rows], split=table["split"].to_numpy().astype(str)[rows],
+            labels=None if "label" not in table.columns else table["label"].to_numpy()[rows],
+            flags=points.flags[rows]))
+    plots.timeline(series, points.threshold.value, staging / "timeline.png")
 
 
 def score_histogram(scored: Scored, threshold: Threshold, staging: Path) -> None:
