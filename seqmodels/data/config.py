@@ -56,7 +56,8 @@ class DataConfig(Section):
     )
     test_source: str | None = Field(
         None, description="series: a second file (same value columns) whose every window is test, e.g. "
-        "an archive's TEST file; data.source then gives train and val (data.split.test is unused)."
+        "an archive's TEST file; data.source is then cut in time order into train and val (its last "
+        "data.split.val; data.split.test and data.split.by are unused)."
     )
     labels: Literal["auto", "series", "points"] = Field(
         "auto", description="series: `points` = labels per time step (anomalous stretches inside a "

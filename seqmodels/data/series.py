@@ -263,13 +263,14 @@ def sort_canonical(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_splits(table: pd.DataFrame, cfg: DataConfig, seed: int, point_labels: bool) -> np.ndarray:
-    """Each row's split. Rows of data.test_source are test already; the rest are split by
-    series or by time (then data.split.test applies only without a test file)."""
+    """Each row's split. Rows of a test file are test already, and the rest is cut in time
+    order into train and val (val = its last data.split.val); without a test file the rows
+    are split by series or by time (data.split.by)."""
     fixed = table["split"].to_numpy(dtype=object) if "split" in table.columns else np.full(len(table), None)
     own = pd.isna(fixed)
     rows = table.loc[own]
     fractions = cfg.split if own.all() else cfg.split.model_copy(update={"test": 0.0})
-    if cfg.split.by == "time":
+    if cfg.split.by == "time" or not own.all():
         lengths = rows.groupby("series_id", sort=False).size()
         fixed[own] = time_splits(lengths, fractions, cfg.window, cfg.source)
     else:

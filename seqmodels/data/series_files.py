@@ -54,9 +54,10 @@ def canonical_form(frame: pd.DataFrame, name: str, where: str) -> SeriesFile:
     return SeriesFile(table, point_labels=True)
 
 
-def _rows(mask: np.ndarray, values: pd.Series) -> str:
-    rows = np.flatnonzero(mask)[:MAX_LISTED]
-    return ", ".join(f"data row {i} ({values.iloc[i]!r})" for i in rows)
+def _rows(mask: np.ndarray, values: pd.Series, limit: int = MAX_LISTED) -> str:
+    rows = np.flatnonzero(mask)[:limit]
+    shown = (values.iloc[i].item() if hasattr(values.iloc[i], "item") else values.iloc[i] for i in rows)
+    return ", ".join(f"data row {i} ({value!r})" for i, value in zip(rows, shown, strict=True))
 
 
 def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
@@ -75,8 +76,8 @@ def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
     if is_number.all():
         return _integer_steps(numeric, where)
     if is_number.any():
-        raise DataError(f"mixed timestamp types: {_rows(is_number, values)} are numbers but "
-                        f"{_rows(~is_number, values)} are not", where=where,
+        raise DataError(f"mixed timestamp types: {_rows(is_number, values, 2)} ... are numbers but "
+                        f"{_rows(~is_number, values, 2)} ... are not", where=where,
                         fix="use one type for the whole column: integer steps or datetimes")
     parsed = pd.to_datetime(values, errors="coerce", format="mixed")
     bad = parsed.isna().to_numpy()
@@ -111,7 +112,7 @@ def check_increasing(t: pd.Series, series_id: pd.Series, where: str) -> None:
     bad = (previous.notna() & ~(step > zero)).to_numpy()
     if bad.any():
         rows = np.flatnonzero(bad)[:MAX_LISTED]
-        listed = ", ".join(f"data row {i} ({t.iloc[i]} after {previous.iloc[i]})" for i in rows)
+        listed = ", ".join(f"data row {i} ({t.iloc[i]} after {t.iloc[i - 1]})" for i in rows)
         raise DataError(f"timestamps must strictly increase within a series: {listed} "
                         f"({int(bad.sum())} row(s) in all)", where=f"{where}: column '{TIMESTAMP}'",
                         fix="sort the file by timestamp and drop duplicated rows")

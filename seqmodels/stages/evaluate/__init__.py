@@ -48,7 +48,7 @@ def run(cfg: Config) -> None:
         skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags, points)
     if skipped:
         result["plots_skipped"] = skipped
-    publish_points(points, cfg, skipped.get("timeline.png", ""))
+    publish_points(points, cfg)
     write_json_atomic(cfg.paths.eval_metrics, result)
     for name, reason in skipped.items():
         print(f"evaluate: no {plot_dir / name}: {reason}")

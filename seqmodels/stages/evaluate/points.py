@@ -202,13 +202,17 @@ def timeline_table(result: PointResult) -> pa.Table:
     return pa.table(columns)
 
 
-def publish_points(result: PointResult | None, cfg: Config, why_not: str) -> None:
+NOT_PER_STEP = ("the data is not scored per time step: series get a timeline with point labels, "
+                "data.split.by=time or data.test_source")
+
+
+def publish_points(result: PointResult | None, cfg: Config) -> None:
     """outputs/timeline and reports/events.csv. Data not scored per step gets an empty
     timeline (its manifest says why) and an events file with the header only, so the stage
     always produces what dvc.yaml declares."""
     with publishing(cfg.paths.timeline) as staging:
         if result is None:
-            manifest = build_manifest(rows=0, note=why_not)
+            manifest = build_manifest(rows=0, note=NOT_PER_STEP)
         else:
             table = timeline_table(result)
             pq.write_table(table, staging / TIMELINE_FILE, row_group_size=1 << 20)

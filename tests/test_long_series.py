@@ -1,0 +1,189 @@
+"""Anomalies inside long series: the single-series file form, time splits, point labels,
+windows that never cross a split and cover every step, and one clear message per bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqmodels.config import config_from_mapping
+from seqmodels.data.build import build_examples
+from seqmodels.data.config import DataConfig, SplitFractions
+from seqmodels.data.series_files import canonical_form
+from seqmodels.data.splits import time_splits
+from seqmodels.data.windows import window_starts
+from seqmodels.errors import DataError
+from seqmodels.timeline import StepScores
+from tests.test_hardening import assert_clean_failure, project, published  # noqa: F401 (fixture)
+
+STEPS = 60
+
+
+def stream(steps: int = STEPS, anomaly: tuple[int, int] | None = (40, 44), timestamp=None,
+           extra_columns: dict | None = None) -> pd.DataFrame:
+    """One series in the TSB-AD / TimeEval single-series form."""
+    t = np.arange(steps)
+    frame = pd.DataFrame({"timestamp": t if timestamp is None else timestamp,
+                          "value": np.sin(2 * np.pi * t / 12) + 0.01 * t})
+    if anomaly is not None:
+        frame["is_anomaly"] = ((t >= anomaly[0]) & (t < anomaly[1])).astype(int)
+        frame.loc[frame["is_anomaly"] == 1, "value"] += 3.0
+    return frame.assign(**(extra_columns or {}))
+
+
+def write(tmp_path: Path, name: str, frame: pd.DataFrame) -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def examples(tmp_path: Path, frame: pd.DataFrame, test: pd.DataFrame | None = None, **data):
+    raw = {"data": {"source": str(write(tmp_path, "train.csv", frame)), "window": 8, "stride": 3, **data}}
+    if test is not None:
+        raw["data"]["test_source"] = str(write(tmp_path, "test.csv", test))
+    return build_examples(config_from_mapping(raw, "test"))
+
+
+# --- splits and windows --------------------------------------------------------------------
+
+@pytest.mark.parametrize("length,val,test", [(100, 0.15, 0.3), (37, 0.25, 0.25), (500, 0.0, 0.2), (64, 0.2, 0.0)])
+def test_time_splits_cut_each_series_in_order_without_overlap(length, val, test):
+    lengths = pd.Series([length, length + 11], index=["a", "b"])
+    splits = time_splits(lengths, SplitFractions(by="time", val=val, test=test), window=5)
+    assert len(splits) == lengths.sum()
+    for begin, n in ((0, length), (length, length + 11)):
+        own = splits[begin:begin + n]
+        order = [s for i, s in enumerate(own) if i == 0 or own[i - 1] != s]
+        assert order == [s for s in ("train", "val", "test") if (own == s).any()]  # each once, in time order
+        assert (own == "test").sum() == round(n * test) and (own == "val").sum() == round(n * val)
+
+
+def test_windows_never_cross_a_split_and_every_step_is_covered(tmp_path):
+    prepared = examples(tmp_path, stream(steps=203), split={"by": "time", "val": 0.2, "test": 0.3},
+                        labels="points", train_normal_only=False)
+    windows, table = prepared.examples, prepared.artifacts["series.parquet"]
+    assert prepared.spec.timeline and prepared.spec.point_labels
+    step_split = table["split"].to_numpy()
+    for _, row in windows.iterrows():  # a window's steps all lie in its own split
+        assert set(step_split[row["start"]:row["start"] + 8]) == {row["split"]}
+    coverage = StepScores(len(table), 8, "window")
+    coverage.add(windows["start"].to_numpy(), np.ones(len(windows)))
+    assert (coverage.coverage > 0).all()  # the tail window of each stretch reaches its end
+    for split in ("train", "val", "test"):
+        last = np.flatnonzero(step_split == split)[-1]
+        assert (windows.loc[windows["split"] == split, "start"] + 8 - 1).max() == last
+
+
+@pytest.mark.parametrize("length,window,stride", [(20, 8, 3), (8, 8, 1), (21, 5, 5), (30, 7, 7)])
+def test_window_starts_cover_the_tail_only_when_asked(length, window, stride):
+    starts = window_starts(length, window, stride, cover_tail=True)
+    assert starts[-1] == length - window and np.all(np.diff(starts) > 0)
+    plain = window_starts(length, window, stride, cover_tail=False)
+    assert np.array_equal(plain, np.arange(0, length - window + 1, stride))
+
+
+def test_a_test_file_gives_every_test_window_and_training_skips_labelled_windows(tmp_path):
+    prepared = examples(tmp_path, stream(anomaly=(20, 22)), test=stream(anomaly=(30, 36)),
+                        split={"by": "time", "val": 0.25})
+    windows = prepared.examples
+    assert set(windows.loc[windows["series_id"] == "test", "split"]) == {"test"}
+    assert set(windows.loc[windows["series_id"] == "train", "split"]) == {"train", "val"}
+    train = windows[windows["split"] == "train"]
+    assert len(train) and (train["label"] == 0).all()  # data.train_normal_only defaults to true
+    assert (windows.loc[windows["split"] == "val", "label"] == 1).sum() == 0
+    assert windows["window_id"].tolist() == list(range(len(windows)))
+    assert windows.loc[windows["split"] == "test", "label"].sum() > 0
+
+
+def test_point_labels_are_detected_and_series_labels_keep_the_one_class_split(tmp_path):
+    frame = stream()
+    assert examples(tmp_path, frame, split={"by": "time"}).spec.point_labels
+    many = pd.concat([stream(anomaly=None).assign(series_id=f"s{i}") for i in range(10)])
+    many["label"] = (many["series_id"] == "s9").astype(int)
+    many = many.rename(columns={"timestamp": "t"})
+    prepared = examples(tmp_path, many, split={"val": 0.2, "test": 0.2})
+    assert not prepared.spec.point_labels and not prepared.spec.timeline
+
+
+# --- the single-series form -------------------------------------------------------------------
+
+def test_single_series_form_names_the_series_after_the_file_and_keeps_datetimes():
+    dates = pd.date_range("2026-01-01", periods=5, freq="h", tz="Europe/Paris").astype(str)
+    loaded = canonical_form(stream(steps=5, anomaly=(2, 3), timestamp=dates), "pump-7", "pump-7.csv")
+    assert loaded.point_labels and loaded.table["series_id"].unique().tolist() == ["pump-7"]
+    assert str(loaded.table["t"].dtype) == "datetime64[ns]"
+    assert loaded.table["t"].iloc[0] == pd.Timestamp("2025-12-31T23:00:00")  # UTC, zone dropped
+    assert loaded.table["label"].tolist() == [0, 0, 1, 0, 0]
+
+
+def test_datetime_timestamps_flow_into_the_canonical_table(tmp_path):
+    dates = pd.date_range("2026-03-01", periods=STEPS, freq="min").astype(str)
+    prepared = examples(tmp_path, stream(timestamp=dates), split={"by": "time"})
+    assert prepared.spec.time_dtype == "datetime64[ns]"
+    assert prepared.artifacts["series.parquet"]["t"].iloc[-1] == pd.Timestamp("2026-03-01 00:59:00")
+
+
+# --- bad input: one message, exit 2, nothing published -----------------------------------------
+
+def dated(steps: int) -> list[str]:
+    return [str(d) for d in pd.date_range("2026-01-01", periods=steps, freq="D")]
+
+
+BAD_STREAMS = {
+    # name: (training file, test file or None, --set overrides, what the user must see)
+    "duplicate_timestamp": (stream(timestamp=[*range(30), 29, *range(31, 60)]), None, [],
+                            ["timestamps must strictly increase", "data row 30 (29 after 29)", "sort the file"]),
+    "decreasing_timestamp": (stream(timestamp=[*range(50), 10, *range(51, 60)]), None, [],
+                             ["data row 50 (10 after 49)"]),
+    "mixed_timestamp_types": (stream(timestamp=[*map(str, range(30)), *dated(30)]), None, [],
+                              ["mixed timestamp types", "data row 30 ('2026-01-01 00:00:00')", "one type"]),
+    "is_anomaly_not_binary": (stream().assign(is_anomaly=lambda f: f["is_anomaly"] * 2), None, [],
+                              ["'is_anomaly' must be 0 or 1", "data row 40 (2)", "4 row(s)"]),
+    "test_columns_differ": (stream(), stream(extra_columns={"pressure": 1.0}), [],
+                            ["value columns ['value', 'pressure'] differ", "['value']", "test.csv"]),
+    "test_stream_shorter_than_window": (stream(), stream(steps=3, anomaly=None), [],
+                                        ["1 series in", "shorter than data.window=4", "3 steps of test",
+                                         "data.test_source"]),
+    "time_split_leaves_val_empty": (stream(steps=20, anomaly=None), None,
+                                    ["data.split.by=time", "data.split.val=0.1"],
+                                    ["the time split leaves", "2 of val", "data.split"]),
+    "train_normal_only_leaves_nothing": (stream(anomaly=(0, 60)).assign(
+        is_anomaly=lambda f: np.arange(len(f)) % 3 == 0).assign(is_anomaly=lambda f: f["is_anomaly"].astype(int)),
+        stream(), ["data.split.by=time"], ["drops every training window", "data.train_normal_only=false"]),
+    "inf_value": (stream().assign(value=lambda f: f["value"].where(f.index != 7, np.inf)), None, [],
+                  ["column 'value', check must be finite", "row 7"]),
+    "nan_value": (stream().assign(value=lambda f: f["value"].where(f.index != 12)), None, [],
+                  ["column 'value'", "row 12"]),
+    "test_file_mixes_timestamp_types": (stream(), stream(timestamp=dated(STEPS)), [],
+                                        ["mixed timestamp types", "datetime64[ns] timestamps", "int64"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STREAMS)
+def test_bad_streams_stop_prepare_with_one_message_and_keep_outputs(case, project, cli, tmp_path):  # noqa: F811
+    train, test, extra, expected = BAD_STREAMS[case]
+    before = published(project)
+    sets = [f"data.source={write(tmp_path, 'stream.csv', train)}", "data.stride=1", *extra]
+    if test is not None:
+        sets.append(f"data.test_source={write(tmp_path, 'test.csv', test)}")
+    code, stderr = cli("prepare", "--params", str(tmp_path / "params.yaml"),
+                       *[arg for item in sets for arg in ("--set", item)])
+    assert_clean_failure(code, stderr, expected)
+    assert published(project) == before
+
+
+def test_stride_above_the_window_is_refused_when_every_step_needs_a_score(tmp_path):
+    with pytest.raises(DataError, match="leaves steps that no window covers"):
+        examples(tmp_path, stream(), split={"by": "time"}, stride=9)
+
+
+def test_points_requested_without_labels_is_refused(tmp_path):
+    with pytest.raises(DataError, match="data.labels=points but the data has no label"):
+        examples(tmp_path, stream(anomaly=None), labels="points")
+
+
+def test_data_config_defaults_keep_the_series_split():
+    assert DataConfig().split.by == "series" and DataConfig().test_source is None
