@@ -15,7 +15,7 @@ from seqmodels.data.config import DataConfig, SplitFractions
 from seqmodels.data.series_files import canonical_form
 from seqmodels.data.splits import time_splits
 from seqmodels.data.windows import window_starts
-from seqmodels.errors import DataError
+from seqmodels.errors import ConfigError, DataError
 from seqmodels.timeline import StepScores
 from tests.test_hardening import assert_clean_failure, project, published  # noqa: F401 (fixture)
 
@@ -49,7 +49,8 @@ def examples(tmp_path: Path, frame: pd.DataFrame, test: pd.DataFrame | None = No
 
 # --- splits and windows --------------------------------------------------------------------
 
-@pytest.mark.parametrize("length,val,test", [(100, 0.15, 0.3), (37, 0.25, 0.25), (500, 0.0, 0.2), (64, 0.2, 0.0)])
+@pytest.mark.parametrize("length,val,test",
+                         [(100, 0.15, 0.3), (37, 0.25, 0.25), (500, 0.0, 0.2), (64, 0.2, 0.0)])
 def test_time_splits_cut_each_series_in_order_without_overlap(length, val, test):
     lengths = pd.Series([length, length + 11], index=["a", "b"])
     splits = time_splits(lengths, SplitFractions(by="time", val=val, test=test), window=5)
@@ -135,7 +136,8 @@ def dated(steps: int) -> list[str]:
 BAD_STREAMS = {
     # name: (training file, test file or None, --set overrides, what the user must see)
     "duplicate_timestamp": (stream(timestamp=[*range(30), 29, *range(31, 60)]), None, [],
-                            ["timestamps must strictly increase", "data row 30 (29 after 29)", "sort the file"]),
+                            ["timestamps must strictly increase", "data row 30 (29 after 29)",
+                             "sort the file"]),
     "decreasing_timestamp": (stream(timestamp=[*range(50), 10, *range(51, 60)]), None, [],
                              ["data row 50 (10 after 49)"]),
     "mixed_timestamp_types": (stream(timestamp=[*map(str, range(30)), *dated(30)]), None, [],
@@ -150,9 +152,9 @@ BAD_STREAMS = {
     "time_split_leaves_val_empty": (stream(steps=20, anomaly=None), None,
                                     ["data.split.by=time", "data.split.val=0.1"],
                                     ["the time split leaves", "2 of val", "data.split"]),
-    "train_normal_only_leaves_nothing": (stream(anomaly=(0, 60)).assign(
-        is_anomaly=lambda f: np.arange(len(f)) % 3 == 0).assign(is_anomaly=lambda f: f["is_anomaly"].astype(int)),
-        stream(), ["data.split.by=time"], ["drops every training window", "data.train_normal_only=false"]),
+    "train_normal_only_leaves_nothing": (
+        stream().assign(is_anomaly=lambda f: (np.arange(len(f)) % 3 == 0).astype(int)), stream(),
+        ["data.split.by=time"], ["drops every training window", "data.train_normal_only=false"]),
     "inf_value": (stream().assign(value=lambda f: f["value"].where(f.index != 7, np.inf)), None, [],
                   ["column 'value', check must be finite", "row 7"]),
     "nan_value": (stream().assign(value=lambda f: f["value"].where(f.index != 12)), None, [],
@@ -181,9 +183,23 @@ def test_stride_above_the_window_is_refused_when_every_step_needs_a_score(tmp_pa
 
 
 def test_points_requested_without_labels_is_refused(tmp_path):
-    with pytest.raises(DataError, match="data.labels=points but the data has no label"):
+    with pytest.raises(DataError, match=r"data\.labels=points but the data has no label"):
         examples(tmp_path, stream(anomaly=None), labels="points")
 
 
 def test_data_config_defaults_keep_the_series_split():
     assert DataConfig().split.by == "series" and DataConfig().test_source is None
+
+
+def test_per_step_errors_average_to_the_window_mse_and_dtw_needs_window_means():
+    import torch
+
+    from seqmodels.models.scoring import mse, step_errors
+
+    x, reconstruction = torch.randn(5, 12 * 3), torch.randn(5, 12 * 3)
+    steps = step_errors(x, reconstruction, (12, 3))
+    assert steps.shape == (5, 12)
+    torch.testing.assert_close(steps.mean(dim=1), mse(x, reconstruction))
+    assert torch.allclose(steps[:, 4], (reconstruction - x).reshape(5, 12, 3)[:, 4].pow(2).mean(dim=1))
+    with pytest.raises(ConfigError, match=r"point_score=.window. with score=.dtw."):
+        config_from_mapping({"model": {"score": "dtw", "point_score": "mean"}}, "test")
