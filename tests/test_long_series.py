@@ -15,7 +15,7 @@ from seqmodels.data.config import DataConfig, SplitFractions
 from seqmodels.data.series_files import canonical_form
 from seqmodels.data.splits import time_splits
 from seqmodels.data.windows import window_starts
-from seqmodels.errors import ConfigError, DataError
+from seqmodels.errors import DataError
 from seqmodels.timeline import StepScores
 from tests.test_hardening import assert_clean_failure, project, published  # noqa: F401 (fixture)
 
@@ -191,15 +191,18 @@ def test_data_config_defaults_keep_the_series_split():
     assert DataConfig().split.by == "series" and DataConfig().test_source is None
 
 
-def test_per_step_errors_average_to_the_window_mse_and_dtw_needs_window_means():
+def test_per_step_errors_average_to_the_window_score_under_mse_and_dtw():
     import torch
 
-    from seqmodels.models.scoring import mse, step_errors
+    from seqmodels.models.scoring import reconstruction_error, step_errors
 
     x, reconstruction = torch.randn(5, 12 * 3), torch.randn(5, 12 * 3)
     steps = step_errors(x, reconstruction, (12, 3))
     assert steps.shape == (5, 12)
-    torch.testing.assert_close(steps.mean(dim=1), mse(x, reconstruction))
+    window_mse = reconstruction_error(x, reconstruction, "mse", (12, 3), 0.1)
+    torch.testing.assert_close(steps.mean(dim=1), window_mse)
     assert torch.allclose(steps[:, 4], (reconstruction - x).reshape(5, 12, 3)[:, 4].pow(2).mean(dim=1))
-    with pytest.raises(ConfigError, match=r"point_score=.window. with score=.dtw."):
-        config_from_mapping({"model": {"score": "dtw", "point_score": "mean"}}, "test")
+    warped = step_errors(x, reconstruction, (12, 3), "dtw", 0.25)
+    window_dtw = reconstruction_error(x, reconstruction, "dtw", (12, 3), 0.25)
+    torch.testing.assert_close(warped.mean(dim=1), window_dtw)
+    assert (warped >= 0).all() and not torch.allclose(warped, steps)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from tslearn.metrics import dtw
+from tslearn.metrics import dtw, dtw_path
 
 from seqmodels.errors import ConfigError
 from seqmodels.evaluation import pca_scores
 from seqmodels.models import build_model
 from seqmodels.models.config import ModelConfig
-from seqmodels.models.scoring import banded_dtw, mse, reconstruction_error
+from seqmodels.models.scoring import banded_dtw, dtw_step_costs, mse, reconstruction_error
 from seqmodels.spec import DataSpec
 
 SPEC = DataSpec(kind="series", input_shape=(40, 2), features=("a", "b"))
@@ -32,6 +32,24 @@ def test_banded_dtw_is_tslearns_sakoe_chiba_dtw(radius):
     reference = np.array([dtw(a, b, global_constraint="sakoe_chiba", sakoe_chiba_radius=radius) ** 2
                           for a, b in zip(x, y, strict=True)]) / (x.shape[1] * x.shape[2])
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 4, 50])
+def test_dtw_step_costs_follow_tslearns_optimal_path(radius):
+    """Each step of x is charged the cost of its row's cells on tslearn's dtw_path (Sakoe-Chiba
+    band, the same tie order), so the per-step costs sum to the path's total."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 30, 2))
+    y = np.roll(x, 3, axis=1) + rng.normal(0, 0.3, size=x.shape)
+    ours = dtw_step_costs(torch.from_numpy(x), torch.from_numpy(y), radius).double().numpy()
+    for row, (a, b) in enumerate(zip(x, y, strict=True)):
+        path, _ = dtw_path(a, b, global_constraint="sakoe_chiba", sakoe_chiba_radius=radius)
+        reference = np.zeros(30)
+        for i, j in path:
+            reference[i] += ((a[i] - b[j]) ** 2).sum() / 2
+        np.testing.assert_allclose(ours[row], reference, rtol=1e-5, atol=1e-6)
+    totals = banded_dtw(torch.from_numpy(x), torch.from_numpy(y), radius).double().numpy()
+    np.testing.assert_allclose(ours.mean(axis=1), totals, rtol=1e-5)
 
 
 def test_dtw_forgives_a_feature_a_few_steps_off_but_not_a_missing_one():

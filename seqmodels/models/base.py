@@ -96,8 +96,10 @@ class FusedAutoencoder(nn.Module, ABC):
 
     @torch.no_grad()
     def step_scores(self, batch: Batch, out: ModelOutput) -> Tensor | None:
-        """(B, window) error of each time step of each window, written for series scored per
-        step (spec.timeline) and aggregated into the timeline; None for other data."""
+        """(B, window) error of each time step of each window under model.score (its mean
+        over the steps is `score`), written for series scored per step (spec.timeline) and
+        aggregated into the timeline; None for other data."""
         if not self.spec.timeline:
             return None
-        return step_errors(batch["x"], out.reconstruction, self.spec.input_shape)
+        return step_errors(batch["x"], out.reconstruction, self.spec.input_shape, self.cfg.score,
+                           self.cfg.score_band)

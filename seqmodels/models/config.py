@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from seqmodels.sections import Section
 
@@ -33,12 +33,6 @@ class ModelConfig(Section):
     point_score: Literal["window", "mean", "max"] = Field(
         "window", description="Series scored per time step (point labels or a time split): a step's "
         "score is the mean of the scores of the windows covering it (`window`), or the mean / max of "
-        "its own squared error in each covering window (`mean`, `max`). On kdd135 the window means "
+        "its own error in each covering window (`mean`, `max`; the squared error, or with score=dtw "
+        "the cost of the DTW path's cells in its row). On kdd135 the window means "
         "find the anomaly far better (docs/performance.md, README quality table).")
-
-    @model_validator(mode="after")
-    def _per_step_errors_are_squared(self) -> ModelConfig:
-        if self.score == "dtw" and self.point_score != "window":
-            raise ValueError(f"point_score={self.point_score!r} aggregates per-step squared errors, "
-                             "which a DTW score does not define: use point_score='window' with score='dtw'")
-        return self

@@ -25,12 +25,24 @@ def mse(x: Tensor, reconstruction: Tensor) -> Tensor:
     return (reconstruction.to(dtype) - x.to(dtype)).pow(2).mean(dim=1)
 
 
-def step_errors(x: Tensor, reconstruction: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """(B, D), (B, D) -> (B, window): each step's squared error, averaged over its features;
-    `shape` is one row's (window, features). The mean over steps is the row's `mse`."""
+def step_errors(x: Tensor, reconstruction: Tensor, shape: tuple[int, ...], score: str = "mse",
+                band: float = 0.1) -> Tensor:
+    """(B, D), (B, D) -> (B, window): the error spent on each step, averaged over its
+    features, so that its mean over the steps is the row's `reconstruction_error` under the
+    same score: the squared error of each step (`mse`), or the cost of the DTW path's cells
+    in each step's row (`dtw`). `shape` is one row's (window, features)."""
+    if score == "dtw":
+        window = shape[0]
+        return dtw_step_costs(x.reshape(len(x), window, -1), reconstruction.reshape(len(x), window, -1),
+                              _radius(band, window))
     dtype = torch.promote_types(torch.promote_types(x.dtype, reconstruction.dtype), torch.float32)
     error = (reconstruction.to(dtype) - x.to(dtype)).pow(2)
     return error.reshape(len(x), shape[0], -1).mean(dim=2)
+
+
+def _radius(band: float, window: int) -> int:
+    """The DTW band radius: `band` x window steps, at least one."""
+    return max(1, round(band * window))
 
 
 def banded_dtw(x: Tensor, y: Tensor, radius: int) -> Tensor:
@@ -46,8 +58,14 @@ def banded_dtw(x: Tensor, y: Tensor, radius: int) -> Tensor:
     per row here (4096 rows of 275 steps, band 27, one thread; checked against tslearn
     in the tests). float32 keeps it within 1e-6 of tslearn's float64.
     """
-    batch, steps, features = x.shape
-    x, y = x.float(), y.float()
+    steps, features = x.shape[1:]
+    *_, (last, _, _) = _dtw_rows(x.float(), y.float(), radius)
+    return (last[:, -1] / (steps * features)).float()
+
+
+def _dtw_rows(x: Tensor, y: Tensor, radius: int):
+    """Yield (D[i, lo:hi], lo, hi) for each row i of the banded DTW cost matrix."""
+    batch, steps, _ = x.shape
     inf = x.new_full((batch, 1), float("inf"))
     row, row_hi = None, 0  # the previous row's D over steps [lo - 1, row_hi) of y
     for i in range(steps):
@@ -63,7 +81,36 @@ def banded_dtw(x: Tensor, y: Tensor, radius: int) -> Tensor:
             reach = torch.minimum(known[:, :-1], known[:, 1:])
         running = cost.cumsum(dim=1)
         row, row_hi = torch.cummin(reach + cost - running, dim=1).values + running, hi
-    return (row[:, -1] / (steps * features)).float()
+        yield row, lo, hi
+
+
+def dtw_step_costs(x: Tensor, y: Tensor, radius: int) -> Tensor:
+    """(B, T, F), (B, T, F) -> (B, T): the cost of the optimal banded DTW path spent on
+    each step of `x` (the cells of its row on the path), over F: the per-step form of
+    `banded_dtw`, whose row mean it equals. The path is traced back from (T-1, T-1),
+    preferring the diagonal, then the step above, then the one to the left on ties, as
+    tslearn's dtw_path does (checked against it in the tests)."""
+    x, y = x.float(), y.float()
+    batch, steps, features = x.shape
+    cost = x.new_full((batch, steps, steps), float("inf"))
+    for i, (row, lo, hi) in enumerate(_dtw_rows(x, y, radius)):
+        cost[:, i, lo:hi] = row
+    rows = torch.arange(batch, device=x.device)
+    i = torch.full((batch,), steps - 1, device=x.device)
+    j = i.clone()
+    spent, active = x.new_zeros((batch, steps)), torch.ones(batch, dtype=torch.bool, device=x.device)
+    inf = x.new_full((batch,), float("inf"))
+    for _ in range(2 * steps - 1):
+        spent[rows, i] += torch.where(active, (x[rows, i] - y[rows, j]).pow(2).sum(dim=1), 0.0)
+        active &= (i > 0) | (j > 0)
+        moves = torch.stack([
+            torch.where((i > 0) & (j > 0), cost[rows, (i - 1).clamp(min=0), (j - 1).clamp(min=0)], inf),
+            torch.where(i > 0, cost[rows, (i - 1).clamp(min=0), j], inf),
+            torch.where(j > 0, cost[rows, i, (j - 1).clamp(min=0)], inf),
+        ], dim=1).argmin(dim=1)
+        i = torch.where(active & (moves <= 1), i - 1, i)
+        j = torch.where(active & (moves != 1), j - 1, j)
+    return spent / features
 
 
 def reconstruction_error(x: Tensor, reconstruction: Tensor, score: str, shape: tuple[int, ...],
@@ -74,6 +121,6 @@ def reconstruction_error(x: Tensor, reconstruction: Tensor, score: str, shape: t
         return mse(x, reconstruction)
     if score == "dtw":
         window = shape[0]
-        radius = max(1, round(band * window))
-        return banded_dtw(x.reshape(len(x), window, -1), reconstruction.reshape(len(x), window, -1), radius)
+        return banded_dtw(x.reshape(len(x), window, -1), reconstruction.reshape(len(x), window, -1),
+                          _radius(band, window))
     raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")

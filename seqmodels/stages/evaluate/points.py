@@ -89,7 +89,8 @@ def baseline_steps(inputs: Evaluation, lengths: pd.Series, how: str, seed: int) 
     frame, x, spec, model_cfg = inputs.frame, inputs.x, inputs.spec, inputs.model_cfg
     split = frame["split"].to_numpy().astype(str)
     reconstruction = pca_reconstruction(x, split, model_cfg.latent_dim, seed)
-    pca_step = step_errors(torch.from_numpy(x), torch.from_numpy(reconstruction), spec.input_shape).numpy()
+    pca_step = step_errors(torch.from_numpy(x), torch.from_numpy(reconstruction), spec.input_shape,
+                           model_cfg.score, model_cfg.score_band).numpy()
     pca_window = pca_scores(x, split, model_cfg, spec.input_shape, seed)
     knn = nearest_train_distance(x, split, seed)
     ids, start = frame["series_id"].to_numpy(), frame["start"].to_numpy()
