@@ -206,3 +206,28 @@ def test_per_step_errors_average_to_the_window_score_under_mse_and_dtw():
     window_dtw = reconstruction_error(x, reconstruction, "dtw", (12, 3), 0.25)
     torch.testing.assert_close(warped.mean(dim=1), window_dtw)
     assert (warped >= 0).all() and not torch.allclose(warped, steps)
+
+
+@pytest.mark.parametrize("kind", ["conv", "dense", "recurrent"])
+@pytest.mark.parametrize("variational", [False, True])
+@pytest.mark.parametrize("score", ["mse", "dtw"])
+def test_every_series_family_scores_each_step_of_its_windows(kind, variational, score):
+    import torch
+
+    from seqmodels.models.config import ModelConfig
+    from seqmodels.models.registry import build_model
+    from seqmodels.spec import DataSpec
+
+    spec = DataSpec(kind="series", input_shape=(16, 2), features=("a", "b"), has_labels=True,
+                    point_labels=True, timeline=True)
+    model = build_model(ModelConfig(kind=kind, hidden_size=8, latent_dim=4, variational=variational,
+                                    score=score), spec).eval()
+    batch = {"x": torch.randn(6, 32)}
+    with torch.no_grad():
+        out = model(batch)
+        steps, window = model.step_scores(batch, out), model.score(batch, out)
+    assert steps.shape == (6, 16) and (steps >= 0).all()
+    torch.testing.assert_close(steps.mean(dim=1), window, rtol=1e-5, atol=1e-6)
+    untimed = build_model(ModelConfig(kind=kind, hidden_size=8, latent_dim=4),
+                          DataSpec(kind="series", input_shape=(16, 2), features=("a", "b")))
+    assert untimed.step_scores(batch, untimed(batch)) is None
