@@ -9,8 +9,6 @@ so the real function is imported, not a copy of its source.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -18,23 +16,15 @@ import numpy as np
 import pytest
 
 from seqmodels.periods import autocorrelation, dominant_period
-from tests.test_point_metrics import pip, tsb_ad_wheel
+from tests.test_point_metrics import tsb_ad_module
 
 
 @pytest.fixture(scope="session")
 def find_length_rank(tmp_path_factory) -> Iterator[Callable]:
-    """TSB_AD.utils.slidingWindows.find_length_rank, from a --no-deps install of the wheel."""
+    """TSB_AD.utils.slidingWindows.find_length_rank."""
     pytest.importorskip("statsmodels", reason="TSB-AD's slidingWindows imports statsmodels")
-    root = tmp_path_factory.mktemp("tsb_ad_periods")
-    target = root / "site-packages"
-    pip("install", "--no-deps", "--no-index", "--target", str(target), str(tsb_ad_wheel(root)))
-    sys.path.insert(0, str(target))
-    try:
-        yield importlib.import_module("TSB_AD.utils.slidingWindows").find_length_rank
-    finally:
-        sys.path.remove(str(target))
-        for name in [m for m in sys.modules if m == "TSB_AD" or m.startswith("TSB_AD.")]:
-            del sys.modules[name]
+    with tsb_ad_module(tmp_path_factory.mktemp("tsb_ad_periods"), "TSB_AD.utils.slidingWindows") as windows:
+        yield windows.find_length_rank
 
 
 def tsb_ad(find_length_rank: Callable, values: np.ndarray) -> int:

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -49,19 +51,26 @@ def tsb_ad_wheel(folder: Path) -> Path:
     return wheel
 
 
-@pytest.fixture(scope="session")
-def tsb_ad_get_metrics(tmp_path_factory) -> Iterator[Callable]:
-    """TSB_AD.evaluation.metrics.get_metrics, imported from a --no-deps install of the wheel."""
-    root = tmp_path_factory.mktemp("tsb_ad")
+@contextmanager
+def tsb_ad_module(root: Path, module: str) -> Iterator[ModuleType]:
+    """A module of TSB-AD 1.5 imported from a --no-deps install of its wheel into `root`;
+    TSB-AD leaves sys.path and sys.modules afterwards."""
     target = root / "site-packages"
     pip("install", "--no-deps", "--no-index", "--target", str(target), str(tsb_ad_wheel(root)))
     sys.path.insert(0, str(target))
     try:
-        yield importlib.import_module("TSB_AD.evaluation.metrics").get_metrics
+        yield importlib.import_module(module)
     finally:
         sys.path.remove(str(target))
         for name in [m for m in sys.modules if m == "TSB_AD" or m.startswith("TSB_AD.")]:
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def tsb_ad_get_metrics(tmp_path_factory) -> Iterator[Callable]:
+    """TSB_AD.evaluation.metrics.get_metrics."""
+    with tsb_ad_module(tmp_path_factory.mktemp("tsb_ad"), "TSB_AD.evaluation.metrics") as metrics:
+        yield metrics.get_metrics
 
 
 def reference(get_metrics: Callable, score: np.ndarray, labels: np.ndarray, window: int) -> dict[str, float]:
