@@ -54,7 +54,8 @@ def tiny_config(tmp_path: Path, **sections) -> Config:
             "model": "models/latest", "train_metrics": "metrics/train.json",
             "train_live": "metrics/live", "outputs": "outputs/latents",
             "eval_metrics": "metrics/eval.json", "plots": "plots",
-            "anomalies": "reports/anomalies.csv"}.items()},
+            "anomalies": "reports/anomalies.csv", "timeline": "outputs/timeline",
+            "events": "reports/events.csv"}.items()},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)

@@ -46,3 +46,13 @@ def test_overrides_are_yaml_typed_and_nested():
 def test_missing_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_tiny_test_config_keeps_every_path_under_the_test_folder(tmp_path):
+    """A path left at its default would make tests write into the checkout's DVC outputs."""
+    from tests.conftest import tiny_config
+
+    paths = tiny_config(tmp_path).paths
+    outside = {name: value for name, value in paths.model_dump().items()
+               if not str(value).startswith(str(tmp_path))}
+    assert outside == {}

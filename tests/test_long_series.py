@@ -231,3 +231,67 @@ def test_every_series_family_scores_each_step_of_its_windows(kind, variational, 
     untimed = build_model(ModelConfig(kind=kind, hidden_size=8, latent_dim=4),
                           DataSpec(kind="series", input_shape=(16, 2), features=("a", "b")))
     assert untimed.step_scores(batch, untimed(batch)) is None
+
+
+# --- through the stages (in process, as tests/test_combinations.py runs them) -----------------
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_stages_publish_a_timeline_events_and_point_metrics(tmp_path, labelled):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from seqmodels.stages import evaluate, prepare, validate
+    from tests.conftest import tiny_config
+    from tests.test_combinations import predict_in_process, train_one_epoch
+
+    anomaly = (150, 158) if labelled else None
+    train = write(tmp_path, "history.csv", stream(steps=240, anomaly=None if not labelled else (30, 34)))
+    test = write(tmp_path, "new.csv", stream(steps=300, anomaly=anomaly))
+    cfg = tiny_config(tmp_path, data={"source": str(train), "test_source": str(test), "window": 24,
+                                      "stride": 4, "split": {"val": 0.25}},
+                      model={"kind": "conv", "num_layers": 1}, train={"epochs": 1, "workers": 1})
+    prepare.run(cfg)
+    validate.run(cfg)
+    train_one_epoch(cfg)
+    predict_in_process(cfg)
+    evaluate.run(cfg)
+
+    timeline = pq.read_table(cfg.paths.timeline).to_pandas()
+    assert len(timeline) == 240 + 300 and timeline["score"].notna().sum() >= 300
+    assert ("label" in timeline.columns) == labelled
+    assert timeline.groupby("series_id")["t"].apply(lambda t: t.is_monotonic_increasing).all()
+    result = json.loads(Path(cfg.paths.eval_metrics).read_text())
+    points = result["points"]
+    events = pd.read_csv(cfg.paths.events)
+    assert list(events.columns) == ["series_id", "split", "start", "end", "steps", "peak_score", "peak_t",
+                                    "overlaps_anomaly"]
+    assert events["steps"].sum() == timeline["is_anomaly"].sum()
+    if labelled:
+        assert 0.0 <= points["model"]["vus_pr"] <= 1.0 and "knn" in points and "pca" in points
+        assert points["events"]["labelled_events"] == 1
+    else:
+        assert "note" in points and "model" not in points
+    assert (Path(cfg.paths.plots) / "timeline.png").stat().st_size > 10_000
+
+
+def test_data_without_a_time_axis_gets_an_empty_timeline_saying_why(tmp_path):
+    import json
+
+    from seqmodels.stages import evaluate, prepare, validate
+    from tests.conftest import make_series_table, tiny_config
+    from tests.test_combinations import predict_in_process, train_one_epoch
+
+    make_series_table().to_csv(tmp_path / "series.csv", index=False)
+    cfg = tiny_config(tmp_path, model={"kind": "dense"}, train={"epochs": 1, "workers": 1})
+    prepare.run(cfg)
+    validate.run(cfg)
+    train_one_epoch(cfg)
+    predict_in_process(cfg)
+    evaluate.run(cfg)
+    manifest = json.loads((Path(cfg.paths.timeline) / "_manifest.json").read_text())
+    assert manifest["rows"] == 0 and "not scored per time step" in manifest["note"]
+    assert list(Path(cfg.paths.timeline).glob("*.parquet")) == []
+    assert Path(cfg.paths.events).read_text().startswith("series_id,split,start,end")
+    assert "points" not in json.loads(Path(cfg.paths.eval_metrics).read_text())
+    assert not (Path(cfg.paths.plots) / "timeline.png").exists()
