@@ -295,3 +295,12 @@ def test_data_without_a_time_axis_gets_an_empty_timeline_saying_why(tmp_path):
     assert Path(cfg.paths.events).read_text().startswith("series_id,split,start,end")
     assert "points" not in json.loads(Path(cfg.paths.eval_metrics).read_text())
     assert not (Path(cfg.paths.plots) / "timeline.png").exists()
+
+
+def test_series_only_options_are_refused_for_other_data():
+    from seqmodels.errors import ConfigError
+
+    refused = r"data\.test_source, data\.split\.by only apply to data\.kind=series"
+    with pytest.raises(ConfigError, match=refused):
+        config_from_mapping({"data": {"kind": "tabular", "source": "shuttle", "test_source": "x.csv",
+                                      "split": {"by": "time"}}, "model": {"kind": "dense"}}, "test")

@@ -71,3 +71,15 @@ class DataConfig(Section):
     window: int = Field(150, gt=0)
     stride: int = Field(150, gt=0)
     split: SplitFractions = SplitFractions()
+
+    @model_validator(mode="after")
+    def _series_options_need_series(self) -> DataConfig:
+        """A time axis is what these options act on; set for other data they would do nothing."""
+        used = [name for name, on in (("data.test_source", self.test_source is not None),
+                                      ("data.labels", self.labels != "auto"),
+                                      ("data.train_normal_only", self.train_normal_only is not None),
+                                      ("data.split.by", self.split.by != "series")) if on]
+        if self.kind != "series" and used:
+            raise ValueError(f"{', '.join(used)} only apply to data.kind=series (got {self.kind!r}): "
+                             "unset them")
+        return self
