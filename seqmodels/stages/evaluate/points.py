@@ -46,6 +46,7 @@ from seqmodels.timeline import (
 )
 
 OUTPUT_BATCH_ROWS = 8192
+STEP_ERROR_ROWS = 1024  # PCA's per-step errors in chunks: DTW's traceback holds rows x window^2 costs
 STEP_COLUMNS = ("series_id", "start", "score", "step_score")
 TIMELINE_FILE = "part-0.parquet"
 DETECTORS = ("model", "pca", "knn")
@@ -83,14 +84,20 @@ def model_steps(inputs: Evaluation, lengths: pd.Series, how: str) -> np.ndarray:
     return in_row_order(aggregate_outputs(batches, lengths, inputs.spec.window, how), lengths)
 
 
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
 def baseline_steps(inputs: Evaluation, lengths: pd.Series, how: str, seed: int) -> dict[str, np.ndarray]:
     """PCA's per-step scores (aggregated like the model's) and the k-NN distance of each
     window spread over its steps (a window-level detector: aggregated by window means)."""
     frame, x, spec, model_cfg = inputs.frame, inputs.x, inputs.spec, inputs.model_cfg
     split = frame["split"].to_numpy().astype(str)
     reconstruction = pca_reconstruction(x, split, model_cfg.latent_dim, seed)
-    pca_step = step_errors(torch.from_numpy(x), torch.from_numpy(reconstruction), spec.input_shape,
-                           model_cfg.score, model_cfg.score_band).numpy()
+    pca_step = np.concatenate([
+        step_errors(torch.from_numpy(x[rows]), torch.from_numpy(reconstruction[rows]), spec.input_shape,
+                    model_cfg.score, model_cfg.score_band).numpy()
+        for rows in _chunks(len(x), STEP_ERROR_ROWS)])
     pca_window = pca_scores(x, split, model_cfg, spec.input_shape, seed)
     knn = nearest_train_distance(x, split, seed)
     ids, start = frame["series_id"].to_numpy(), frame["start"].to_numpy()
