@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from seqmodels.point_metrics import runs
+
 LOSS_COMPONENTS = {"loss": "total loss", "recon": "reconstruction", "task": "task (unweighted)",
                    "kl": "KL (unweighted)"}
 MAX_SCATTER_POINTS = 5000
@@ -340,9 +342,8 @@ def _runs(mask: np.ndarray | None) -> list[tuple[int, int]]:
     """[start, stop) index ranges of consecutive true steps: an event is a run, not a step."""
     if mask is None or not len(mask):
         return []
-    padded = np.concatenate([[False], np.asarray(mask).astype(bool), [False]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    starts, stops = runs(np.asarray(mask).astype(bool))
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def _events(series: Timeline) -> list[tuple[int, int, bool, bool]]:

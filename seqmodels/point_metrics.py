@@ -174,8 +174,9 @@ def _check_window(sliding_window: int) -> int:
 
 # --- shared pieces --------------------------------------------------------------------------
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and stop (exclusive) of every run of True in `mask`, in order."""
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop (exclusive) of every run of True in `mask`, in order: labelled ranges
+    here, events in seqmodels.timeline, shaded spans in the timeline plot."""
     edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
@@ -236,7 +237,7 @@ def vus(score: ArrayLike, labels: ArrayLike, *, sliding_window: int) -> Volumes:
     score, labels = check_inputs(score, labels)
     window = _check_window(sliding_window)
     n = len(score)
-    starts, stops = _runs(labels)
+    starts, stops = runs(labels)
     ends = stops - 1  # TSB-AD's ranges are closed: [start, end]
     n_anomalous = int(labels.sum())
 
@@ -339,7 +340,7 @@ def pa_f1_optimistic(score: ArrayLike, labels: ArrayLike) -> float:
     """
     score, labels = check_inputs(score, labels)
     thresholds = _f1_thresholds(score)
-    starts, stops = _runs(labels)
+    starts, stops = runs(labels)
     detected = _range_max(score, starts, stops)[None, :] > thresholds[:, None]
     missed_first = (starts == 0)[None, :] & (score[0] <= thresholds)[:, None]
     true_pos = (detected * (stops - starts) - (detected & missed_first)).sum(axis=1)
@@ -359,7 +360,7 @@ def event_f1(score: ArrayLike, labels: ArrayLike) -> float:
     """
     score, labels = check_inputs(score, labels)
     thresholds = _f1_thresholds(score)
-    starts, stops = _runs(labels)
+    starts, stops = runs(labels)
     checked_stops = np.where(stops == len(score), stops - 1, stops)
     found = (_range_max(score, starts, checked_stops)[None, :] > thresholds[:, None]).sum(axis=1)
     recall = found / len(starts)
@@ -379,12 +380,12 @@ def r_f1(score: ArrayLike, labels: ArrayLike) -> float:
     overlaps (TSB-AD's `range_recall_new`).
     """
     score, labels = check_inputs(score, labels)
-    label_starts, label_stops = _runs(labels)
+    label_starts, label_stops = runs(labels)
     labels_before = np.concatenate(([0], np.cumsum(labels)))
     best = 0.0
     for threshold in _f1_thresholds(score):
         flags = score > threshold
-        flag_starts, flag_stops = _runs(flags)
+        flag_starts, flag_stops = runs(flags)
         if len(flag_starts) == 0:
             continue  # TSB-AD scores 0 here
         flags_before = np.concatenate(([0], np.cumsum(flags)))
@@ -423,10 +424,10 @@ def affiliation_f(score: ArrayLike, labels: ArrayLike) -> float:
     undefined everywhere); that is 0 here, as an F-score of a detector that finds nothing.
     """
     score, labels = check_inputs(score, labels)
-    events = _runs(labels)
+    events = runs(labels)
     best = 0.0
     for threshold in _f1_thresholds(score):
-        flags = _runs(score > threshold)
+        flags = runs(score > threshold)
         if len(flags[0]) == 0:
             continue
         precision, recall = _affiliation_precision_recall(flags, events, len(score))

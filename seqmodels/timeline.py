@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from seqmodels.point_metrics import runs
+
 POINT_SCORES = ("mean", "max", "window")
 """The ways a step's score is aggregated over the windows covering it (see the module doc)."""
 
@@ -200,9 +202,7 @@ def _step_vectors(column: pa.Array, window: int) -> np.ndarray:
 
 def merge_events(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and stop (exclusive) indices of each run of consecutive True in a 1-D `flags`."""
-    flags = _as_flags(flags, "flags")
-    edges = np.diff(flags.astype(np.int8), prepend=0, append=0)
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return runs(_as_flags(flags, "flags"))
 
 
 def events_table(series_id: str, t: np.ndarray, flags: np.ndarray, score: np.ndarray,

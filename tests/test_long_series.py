@@ -304,3 +304,11 @@ def test_series_only_options_are_refused_for_other_data():
     with pytest.raises(ConfigError, match=refused):
         config_from_mapping({"data": {"kind": "tabular", "source": "shuttle", "test_source": "x.csv",
                                       "split": {"by": "time"}}, "model": {"kind": "dense"}}, "test")
+
+
+def test_a_step_back_is_reported_against_the_same_series_previous_step():
+    interleaved = pd.DataFrame({"series_id": ["a", "b", "a", "b", "a"], "timestamp": [0, 5, 1, 5, 1],
+                                "value": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    with pytest.raises(DataError) as caught:
+        canonical_form(interleaved, "pumps", "pumps.csv")
+    assert "data row 3 (5 after 5), data row 4 (1 after 1) (2 row(s) in all)" in caught.value.message

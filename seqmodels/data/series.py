@@ -22,7 +22,7 @@ from seqmodels.data.config import DataConfig
 from seqmodels.data.files import feature_columns, read_table_file
 from seqmodels.data.modality import Modality, PreparedData, PreparedTable
 from seqmodels.data.scaling import StandardScaler
-from seqmodels.data.series_files import SeriesFile, read_series_file
+from seqmodels.data.series_files import SeriesFile, read_series_file, steps_forward
 from seqmodels.data.splits import assign_splits, check_label_classes, time_splits
 from seqmodels.data.ucr_anomaly import archive_files
 from seqmodels.data.windows import cut_windows
@@ -199,10 +199,7 @@ class SeriesTable(pa.DataFrameModel):
     def t_strictly_increasing(cls, df: pd.DataFrame) -> Series[bool]:
         # A `t` that is not a number is reported by the dtype check; here it passes.
         dated = pd.api.types.is_datetime64_any_dtype(df["t"])
-        t = df["t"] if dated else pd.to_numeric(df["t"], errors="coerce")
-        step = t.groupby(df["series_id"], sort=False).diff()
-        zero = pd.Timedelta(0) if dated else 0
-        return step.isna() | (step > zero)
+        return steps_forward(df["t"] if dated else pd.to_numeric(df["t"], errors="coerce"), df["series_id"])
 
 
 class WindowTable(pa.DataFrameModel):

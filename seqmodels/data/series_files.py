@@ -103,16 +103,23 @@ def _integer_steps(values: pd.Series, where: str) -> pd.Series:
                      index=values.index)
 
 
+def steps_forward(t: pd.Series, series_id: pd.Series) -> pd.Series:
+    """True where a row's `t` (int or datetime) is after the previous row's of its series, or
+    is its series' first: the rule of both layouts (the canonical table's schema check too)."""
+    step = t.groupby(series_id, sort=False).diff()
+    zero = pd.Timedelta(0) if pd.api.types.is_datetime64_any_dtype(t) else 0
+    return step.isna() | (step > zero)
+
+
 def check_increasing(t: pd.Series, series_id: pd.Series, where: str) -> None:
     """Each series' timestamps strictly increase: a repeat or a step back is a duplicated or
     unsorted export, and a window cut across it would mix two moments."""
-    previous = t.groupby(series_id, sort=False).shift()
-    step = t - previous
-    zero = pd.Timedelta(0) if pd.api.types.is_datetime64_any_dtype(t) else 0
-    bad = (previous.notna() & ~(step > zero)).to_numpy()
+    bad = ~steps_forward(t, series_id).to_numpy()
     if bad.any():
         rows = np.flatnonzero(bad)[:MAX_LISTED]
-        listed = ", ".join(f"data row {i} ({t.iloc[i]} after {t.iloc[i - 1]})" for i in rows)
+        # the row each one follows in its own series (not the file's previous row)
+        previous = pd.Series(np.arange(len(t))).groupby(series_id.to_numpy(), sort=False).shift(1).to_numpy()
+        listed = ", ".join(f"data row {i} ({t.iloc[i]} after {t.iloc[int(previous[i])]})" for i in rows)
         raise DataError(f"timestamps must strictly increase within a series: {listed} "
                         f"({int(bad.sum())} row(s) in all)", where=f"{where}: column '{TIMESTAMP}'",
                         fix="sort the file by timestamp and drop duplicated rows")
