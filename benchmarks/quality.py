@@ -41,11 +41,10 @@ from seqmodels.evaluation import (
     auroc,
     evaluate_tokens,
     nearest_train_distance,
-    pca_reconstruction,
     pca_scores,
+    pca_step_errors,
 )
 from seqmodels.models import build_model
-from seqmodels.models.scoring import step_errors
 from seqmodels.periods import dominant_period
 from seqmodels.point_metrics import point_metrics
 from seqmodels.timeline import aggregate_windows
@@ -212,10 +211,8 @@ def point_figures(model, tensors: dict, prepared, cfg) -> dict:
         return point_metrics(steps_score[test], label, sliding_window=window).as_dict()
 
     x = tensors["x"].numpy().astype(np.float64)
-    reconstruction = pca_reconstruction(x, split, cfg.model.latent_dim, cfg.seed)
-    pca_step = step_errors(torch.from_numpy(x), torch.from_numpy(reconstruction), spec.input_shape,
-                           cfg.model.score, cfg.model.score_band).numpy()
-    pca_window = pca_scores(x, split, cfg.model, spec.input_shape, cfg.seed)
+    pca_step = pca_step_errors(x, split, cfg.model, spec.input_shape, cfg.seed)  # as evaluate's
+    pca_window = pca_step.mean(axis=1)
     fraction = window_label_fraction(table, ids, start, spec.window)
     return {"split": "test", "steps": int(test.sum()), "anomalous_steps": int(label.sum()),
             "sliding_window": window,

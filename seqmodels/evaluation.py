@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from seqmodels.config import ThresholdConfig
 from seqmodels.models.config import ModelConfig
-from seqmodels.models.scoring import reconstruction_error
+from seqmodels.models.scoring import reconstruction_error, step_errors
 from seqmodels.spec import SPLITS
 
 
@@ -74,6 +74,18 @@ def pca_scores(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape
     reconstruction = pca_reconstruction(x, split, model.latent_dim, seed)
     return reconstruction_error(torch.from_numpy(x), torch.from_numpy(reconstruction), model.score,
                                 input_shape, model.score_band).numpy()
+
+
+def pca_step_errors(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
+                    seed: int, chunk: int = 1024) -> np.ndarray:
+    """(rows, window) per-step errors of the same PCA as `pca_scores`, under the model's score
+    (each row's mean is its `pca_scores` value), for series scored per step. Computed `chunk`
+    rows at a time: DTW's traceback holds rows x window^2 costs."""
+    reconstruction = pca_reconstruction(x, split, model.latent_dim, seed)
+    return np.concatenate([
+        step_errors(torch.from_numpy(x[rows]), torch.from_numpy(reconstruction[rows]), input_shape,
+                    model.score, model.score_band).numpy()
+        for rows in (slice(start, start + chunk) for start in range(0, len(x), chunk))])
 
 
 def nearest_train_distance(x: np.ndarray, split: np.ndarray, seed: int,

@@ -39,7 +39,7 @@ def draw(inputs: Evaluation, cfg: Config, staging: Path, result: dict[str, Any],
 def timeline(points: PointResult, staging: Path) -> None:
     """Each series' values over its per-step score, labelled and flagged runs, zooms on events."""
     table, score = points.steps.table, points.steps.scores["model"]
-    features = [c for c in table.columns if c not in ("series_id", "t", "split", "label")]
+    features = points.steps.value_columns
     series = []
     for series_id, rows in table.groupby("series_id", sort=False).indices.items():
         series.append(plots.Timeline(

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from seqmodels.config import Config
+from seqmodels.data.windows import stretches
 from seqmodels.errors import DataError
 from seqmodels.evaluation import (
     Scored,
@@ -28,16 +28,15 @@ from seqmodels.evaluation import (
     choose_threshold,
     flag_summary,
     nearest_train_distance,
-    pca_reconstruction,
-    pca_scores,
+    pca_step_errors,
 )
-from seqmodels.models.scoring import step_errors
 from seqmodels.periods import dominant_period
 from seqmodels.point_metrics import point_metrics
 from seqmodels.publish import MANIFEST, build_manifest, publishing, write_json_atomic, write_text_atomic
 from seqmodels.spec import SERIES_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation
 from seqmodels.timeline import (
+    OUTPUT_COLUMNS,
     aggregate_outputs,
     aggregate_windows,
     event_precision_recall,
@@ -46,8 +45,6 @@ from seqmodels.timeline import (
 )
 
 OUTPUT_BATCH_ROWS = 8192
-STEP_ERROR_ROWS = 1024  # PCA's per-step errors in chunks: DTW's traceback holds rows x window^2 costs
-STEP_COLUMNS = ("series_id", "start", "score", "step_score")
 TIMELINE_FILE = "part-0.parquet"
 DETECTORS = ("model", "pca", "knn")
 
@@ -58,7 +55,6 @@ class Steps:
     detector's score for it (NaN where no window covers the step)."""
 
     table: pd.DataFrame  # series_id, t, split, [label], the first few feature columns (raw)
-    lengths: pd.Series  # series_id -> steps, in row order
     scores: dict[str, np.ndarray]
     how: str  # model.point_score
 
@@ -70,6 +66,11 @@ class Steps:
     def label(self) -> np.ndarray | None:
         return self.table["label"].to_numpy() if "label" in self.table.columns else None
 
+    @property
+    def value_columns(self) -> list[str]:
+        """The feature columns read_steps kept (the series' own values, unscaled)."""
+        return [c for c in self.table.columns if c not in ("series_id", "t", "split", "label")]
+
 
 def read_steps(prepared: Path, features: tuple[str, ...], labelled: bool) -> pd.DataFrame:
     """The canonical rows (with the split prepare gave each step), without most features."""
@@ -79,29 +80,21 @@ def read_steps(prepared: Path, features: tuple[str, ...], labelled: bool) -> pd.
 
 def model_steps(inputs: Evaluation, lengths: pd.Series, how: str) -> np.ndarray:
     """The model's score of every step, streamed from the outputs a batch at a time."""
-    columns = [c for c in STEP_COLUMNS if how != "window" or c != "step_score"]
+    columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
     batches = inputs.outputs.to_batches(columns=columns, batch_size=OUTPUT_BATCH_ROWS)
     return in_row_order(aggregate_outputs(batches, lengths, inputs.spec.window, how), lengths)
 
 
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(start, start + size) for start in range(0, n, size)]
-
-
 def baseline_steps(inputs: Evaluation, lengths: pd.Series, how: str, seed: int) -> dict[str, np.ndarray]:
-    """PCA's per-step scores (aggregated like the model's) and the k-NN distance of each
-    window spread over its steps (a window-level detector: aggregated by window means)."""
-    frame, x, spec, model_cfg = inputs.frame, inputs.x, inputs.spec, inputs.model_cfg
+    """PCA's per-step scores (aggregated like the model's; a window's score is the mean of
+    its steps', as for the model) and the k-NN distance of each window spread over its steps
+    (a window-level detector: aggregated by window means)."""
+    frame, x, spec = inputs.frame, inputs.x, inputs.spec
     split = frame["split"].to_numpy().astype(str)
-    reconstruction = pca_reconstruction(x, split, model_cfg.latent_dim, seed)
-    pca_step = np.concatenate([
-        step_errors(torch.from_numpy(x[rows]), torch.from_numpy(reconstruction[rows]), spec.input_shape,
-                    model_cfg.score, model_cfg.score_band).numpy()
-        for rows in _chunks(len(x), STEP_ERROR_ROWS)])
-    pca_window = pca_scores(x, split, model_cfg, spec.input_shape, seed)
+    pca_step = pca_step_errors(x, split, inputs.model_cfg, spec.input_shape, seed)
     knn = nearest_train_distance(x, split, seed)
     ids, start = frame["series_id"].to_numpy(), frame["start"].to_numpy()
-    return {"pca": aggregate_windows(ids, start, pca_window, pca_step, lengths, spec.window, how),
+    return {"pca": aggregate_windows(ids, start, pca_step.mean(axis=1), pca_step, lengths, spec.window, how),
             "knn": aggregate_windows(ids, start, knn, None, lengths, spec.window, "window")}
 
 
@@ -110,15 +103,14 @@ def score_steps(inputs: Evaluation, cfg: Config) -> Steps:
     lengths = table.groupby("series_id", sort=False).size()
     how = inputs.model_cfg.point_score
     scores = {"model": model_steps(inputs, lengths, how), **baseline_steps(inputs, lengths, how, cfg.seed)}
-    return Steps(table, lengths, scores, how)
+    return Steps(table, scores, how)
 
 
 def sliding_window(steps: Steps, cfg: Config) -> int:
     """evaluate.sliding_window, else TSB-AD's choice: the dominant period of the test values."""
     if cfg.evaluate.sliding_window is not None:
         return cfg.evaluate.sliding_window
-    features = [c for c in steps.table.columns if c not in ("series_id", "t", "split", "label")]
-    test = steps.table.loc[steps.split == "test", features[0]].to_numpy(np.float64)
+    test = steps.table.loc[steps.split == "test", steps.value_columns[0]].to_numpy(np.float64)
     return int(dominant_period(test))
 
 
@@ -149,7 +141,7 @@ def flag_steps(steps: Steps, cfg: Config) -> tuple[Threshold, np.ndarray, dict[s
     """A threshold fitted on the model's validation step scores; flags of every step."""
     scored = Scored(split=steps.split, score=steps.scores["model"], label=steps.label)
     threshold = choose_threshold(scored, cfg.evaluate.threshold)
-    flags = np.nan_to_num(scored.score, nan=-np.inf) > threshold.value
+    flags = scored.score > threshold.value  # an unscored (NaN) step is not flagged
     return threshold, flags, flag_summary(scored, flags)
 
 
@@ -157,14 +149,14 @@ def stretch_events(steps: Steps, flags: np.ndarray) -> tuple[pd.DataFrame, dict[
     """Runs of flagged steps inside each (series, split) stretch, and event precision/recall
     on the test stretches (events never merge across a series or split boundary)."""
     table, score, label = steps.table, steps.scores["model"], steps.label
-    key = table["series_id"].astype(str) + "\x00" + table["split"].astype(str)
+    series_id, split, t = table["series_id"].to_numpy(), steps.split, table["t"].to_numpy()
     frames, test_pairs = [], []
-    for _, rows in table.groupby(key, sort=False).indices.items():
+    for begin, end in stretches(series_id, split):
+        rows = slice(begin, end)
         labels = None if label is None else label[rows]
-        events = events_table(str(table["series_id"].iat[rows[0]]), table["t"].to_numpy()[rows], flags[rows],
-                              score[rows], labels)
-        frames.append(events.assign(split=table["split"].iat[rows[0]]))
-        if table["split"].iat[rows[0]] == "test" and labels is not None:
+        events = events_table(str(series_id[begin]), t[rows], flags[rows], score[rows], labels)
+        frames.append(events.assign(split=split[begin]))
+        if split[begin] == "test" and labels is not None:
             test_pairs.append((flags[rows], labels))
     events = pd.concat(frames, ignore_index=True)
     per_event = (event_precision_recall([f for f, _ in test_pairs], [lab for _, lab in test_pairs])
