@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from seqmodels.data.tables import fixed_list, vectors
 from seqmodels.point_metrics import runs
 
 POINT_SCORES = ("mean", "max", "window")
@@ -148,8 +149,7 @@ def aggregate_windows(series_id: np.ndarray, start: np.ndarray, score: np.ndarra
     columns = {"series_id": pa.array(np.asarray(series_id).astype(str)), "start": pa.array(start),
                "score": pa.array(np.asarray(score, dtype=np.float64))}
     if step_score is not None:
-        columns["step_score"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.asarray(step_score, dtype=np.float32).reshape(-1)), window)
+        columns["step_score"] = fixed_list(np.asarray(step_score))
     per_series = aggregate_outputs([pa.RecordBatch.from_pydict(columns)], lengths, window, how)
     return in_row_order(per_series, lengths)
 
@@ -197,7 +197,7 @@ def _step_vectors(column: pa.Array, window: int) -> np.ndarray:
         raise ValueError(f"step_score must be fixed_size_list<float32>[{window}], got {column.type}")
     if column.null_count:
         raise ValueError(f"{column.null_count} rows have no step_score")
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), window)
+    return vectors(column)
 
 
 def merge_events(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
