@@ -404,22 +404,22 @@ def _edges(t: np.ndarray) -> np.ndarray:
     return np.append(t, t[-1] + step)
 
 
-def _shade(ax, edges: np.ndarray, runs: list[tuple[int, int]], style: dict) -> None:
+def _shade(ax, edges: np.ndarray, spans: list[tuple[int, int]], style: dict) -> None:
     """All runs as one full-height artist, so thousands of flagged runs stay cheap to draw,
     and a marker at each run's start on the top edge: in the overview of a long series a
     short run is narrower than a pixel and would otherwise not show."""
-    if not runs:
+    if not spans:
         return
-    xs = np.concatenate([[edges[a], edges[a], edges[b], edges[b]] for a, b in runs])
-    ys = np.tile([0.0, 1.0, 1.0, 0.0], len(runs))
+    xs = np.concatenate([[edges[a], edges[a], edges[b], edges[b]] for a, b in spans])
+    ys = np.tile([0.0, 1.0, 1.0, 0.0], len(spans))
     ax.fill_between(xs, 0, ys, transform=ax.get_xaxis_transform(), linewidth=0, **style)
-    ax.plot(xs[::4], np.full(len(runs), 0.93), "v", color=style["color"], markersize=4,
+    ax.plot(xs[::4], np.full(len(spans), 0.93), "v", color=style["color"], markersize=4,
             transform=ax.get_xaxis_transform())
 
 
 def _splits(axes, t: np.ndarray, split: np.ndarray) -> None:
     """Faint lines where the split changes, each split's name once, at its first stretch."""
-    changes = [0] + [i for i in range(1, len(split)) if split[i] != split[i - 1]]
+    changes = [0, *(np.flatnonzero(split[1:] != split[:-1]) + 1).tolist()]  # no Python loop over the steps
     named = set()
     for i in changes:
         for ax in axes:
