@@ -70,7 +70,7 @@ def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         return _naive_ns(values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return _integer_steps(values.astype(np.float64) if values.dtype.kind == "f" else values, where)
+        return _integer_steps(values, where)
     numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
     if is_number.all():
