@@ -65,9 +65,11 @@ def test_random_tables_validate_and_window_or_fail_with_a_seqmodels_error(frame)
     assert table["value"].map(math.isfinite).all()
     assert table.groupby("series_id", sort=False)["t"].apply(lambda t: t.is_monotonic_increasing
                                                              and t.is_unique).all()
-    # ... and the windows are exactly the sliding windows of each series.
+    # ... and the windows are exactly the sliding windows of each series, plus, when labels
+    # vary inside a series (point labels: every step is scored), one flush with its end.
     lengths = table.groupby("series_id").size()
-    expected = {sid: (n - WINDOW) // STRIDE + 1 for sid, n in lengths.items()}
+    expected = {sid: (n - WINDOW) // STRIDE + 1 + int(spec.timeline and (n - WINDOW) % STRIDE != 0)
+                for sid, n in lengths.items()}
     assert windows.groupby("series_id").size().to_dict() == expected
     assert spec.input_shape == (WINDOW, 1)
     assert all(len(x) == WINDOW and np.isfinite(x).all() for x in windows["x"])
