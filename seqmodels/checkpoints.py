@@ -125,20 +125,36 @@ def export_model(directory: Path, weights: dict[str, torch.Tensor], cfg: ModelCo
                                                "data_spec": spec.to_dict(), **(extra or {})})
 
 
-def load_exported_model(directory: str | Path) -> tuple[FusedAutoencoder, ModelConfig, DataSpec]:
-    directory = Path(directory)
-    card_path = directory / MODEL_CARD
+def read_model_card(directory: str | Path) -> dict[str, Any]:
+    """model.json of an exported model folder: the model and data configs, the scaler, ..."""
+    card_path = Path(directory) / MODEL_CARD
     if not card_path.is_file():
-        raise CheckpointError(f"{card_path} not found", where=str(directory),
-                              fix="run the train stage first (dvc repro -s train)")
+        raise CheckpointError(f"{card_path} not found: {directory} is not an exported model folder",
+                              where=str(directory), fix="run the train stage first (dvc repro -s train), "
+                              "or point at a folder holding model.json and model.pt")
     try:
         card = json.loads(card_path.read_text())
+        if not isinstance(card, dict):
+            raise TypeError(f"a JSON {type(card).__name__}, not an object")
+        return card
+    except (ValueError, TypeError) as error:  # bad JSON
+        raise _corrupt_card(card_path, error) from None
+
+
+def _corrupt_card(card_path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"model card {card_path} is corrupt: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0]}", where=str(card_path),
+                           fix="rerun the train stage to export the model again")
+
+
+def load_exported_model(directory: str | Path) -> tuple[FusedAutoencoder, ModelConfig, DataSpec]:
+    directory = Path(directory)
+    card = read_model_card(directory)
+    try:
         cfg = ModelConfig.model_validate(card["model"])
         spec = DataSpec.from_dict(card["data_spec"])
-    except (ValueError, KeyError, TypeError) as error:  # bad JSON, missing or mistyped fields
-        raise CheckpointError(f"model card {card_path} is corrupt: {type(error).__name__}: "
-                              f"{str(error).splitlines()[0]}", where=str(card_path),
-                              fix="rerun the train stage to export the model again") from None
+    except (ValueError, KeyError, TypeError) as error:  # missing or mistyped fields
+        raise _corrupt_card(directory / MODEL_CARD, error) from None
     model = build_model(cfg, spec)
     try:
         model.load_state_dict(safe_load(directory / WEIGHTS_FILE))

@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from seqmodels.console import guarded
+from seqmodels.errors import ConfigError
 from seqmodels.stages import STAGES, stage_runner
 from seqmodels.stages.runner import add_stage_arguments, run_with_params
 
@@ -21,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqmodels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name in STAGES:
-        add_stage_arguments(commands.add_parser(name, help=f"run the {name} stage"))
+        if name != "score":  # takes its own arguments (add_score_parser)
+            add_stage_arguments(commands.add_parser(name, help=f"run the {name} stage"))
+    add_score_parser(commands)
     export = commands.add_parser("export", help="write the trained encoder as ONNX")
     export.add_argument("--model", default="models/latest", help="trained model (default: %(default)s)")
     export.add_argument("--output", default="models/onnx", help="target folder (default: %(default)s)")
@@ -59,6 +62,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="return once submitted; fetch the outputs later with `fetch JOB_ID`")
     submit.add_argument("--follow", action="store_true", help="logs: keep streaming until the job ends")
     return parser
+
+
+def add_score_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser(
+        "score", help="score a new batch of data with a versioned detector",
+        description="Score new data (a CSV/Parquet file, a folder of them, or s3://) with a detector "
+                    "folder or the detector of a past git revision; the scores are published "
+                    "atomically with a manifest. With --batch, input and output come from params.yaml "
+                    "(score.batches, paths.scores): what the DVC score stage runs.")
+    add_stage_arguments(score)
+    score.add_argument("--input", help="file, folder of Parquet/CSV files, or s3:// URI")
+    score.add_argument("--output", help="output folder or s3:// URI")
+    source = score.add_mutually_exclusive_group()
+    source.add_argument("--model", help="detector folder (default: paths.detector, models/latest)")
+    source.add_argument("--rev", help="git commit, tag or branch whose detector to use (read through DVC)")
+    score.add_argument("--repo", default=None, help="with --rev: repository path or URL (default: this one)")
+    score.add_argument("--batch", help="a score.batches name: its input, into paths.scores/NAME")
+
+
+def _score(args: argparse.Namespace, cfg) -> None:
+    from seqmodels.stages.score import run, score_with
+
+    if args.batch:
+        if args.input or args.output:
+            raise ConfigError("--batch takes its input and output from params.yaml",
+                              where="seqmodels score", fix="give either --batch or --input/--output")
+        run(cfg, args.batch)
+        return
+    if not args.input or not args.output:
+        raise ConfigError("seqmodels score needs --input and --output (or --batch NAME)",
+                          where="seqmodels score",
+                          fix="e.g. seqmodels score --input new.csv --output scores/new")
+    score_with(cfg, args.input, args.output, model=args.model, rev=args.rev, repo=args.repo)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -112,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guarded("outputs", lambda: _outputs(args))
     if args.command == "submit":
         return guarded("submit", lambda: _submit(args))
+    if args.command == "score":
+        return run_with_params("score", lambda cfg: _score(args, cfg), args.params, args.overrides)
     return run_with_params(args.command, stage_runner(args.command), args.params, args.overrides)
 
 

@@ -88,6 +88,34 @@ class EvaluateConfig(Section):
         "around each labelled range; default the test series' dominant period, as TSB-AD computes it.")
 
 
+class ScoreBatch(Section):
+    """A batch of new data the `score` stage scores (dvc.yaml: foreach over score.batches)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="Names the output folder paths.scores/<name>.")
+    input: str = Field(description="A CSV/Parquet file, a folder of them, or an s3:// URI.")
+
+
+class ScoreConfig(Section):
+    batches: list[ScoreBatch] = Field(default_factory=list)
+    write_reconstructions: bool = Field(
+        False, description="Also write each window's reconstruction (latents and scores always).")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ScoreConfig:
+        names = [batch.name for batch in self.batches]
+        if len(set(names)) != len(names):
+            raise ValueError(f"score.batches names must be unique (got {names})")
+        return self
+
+    def batch(self, name: str) -> ScoreBatch:
+        for batch in self.batches:
+            if batch.name == name:
+                return batch
+        raise ConfigError(f"no batch {name!r} in score.batches", where="params.yaml: score.batches",
+                          fix=f"name one of {[b.name for b in self.batches]} or add it to score.batches")
+
+
 class RayConfig(Section):
     address: str | None = Field(None, description="Cluster address; RAY_ADDRESS wins when set.")
     num_cpus: int | None = Field(
@@ -125,7 +153,8 @@ class Paths(Section):
 
     prepared: str = "data/prepared"
     validation_report: str = "reports/validation.json"
-    model: str = "models/latest"
+    model: str = "models/trained"  # the train stage's export: weights, model card, scaler
+    detector: str = "models/latest"  # self-contained: the trained model + its thresholds (score this)
     train_metrics: str = "metrics/train.json"
     train_live: str = "metrics/live"
     outputs: str = "outputs/latents"
@@ -134,6 +163,7 @@ class Paths(Section):
     anomalies: str = "reports/anomalies.csv"
     timeline: str = "outputs/timeline"  # series scored per step: one row per time step
     events: str = "reports/events.csv"  # runs of flagged steps
+    scores: str = "outputs/scores"  # the score stage: one folder per score.batches entry
 
 
 class Config(Section):
@@ -143,6 +173,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    score: ScoreConfig = ScoreConfig()
     ray: RayConfig = RayConfig()
     paths: Paths = Paths()
 

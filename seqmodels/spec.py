@@ -19,6 +19,9 @@ SCALER_FILE = "scaler.json"
 EXAMPLES_FILE = "examples.parquet"  # windows (series), images, rows or sequences: one model input per row
 SERIES_FILE = "series.parquet"  # the canonical series table the windows were cut from
 VOCAB_FILE = "vocab.json"
+# The test split's raw rows (unscaled, in the input's own columns): never trained or
+# thresholded on, so the default `score` batch is new data the detector has not seen.
+HELDOUT_FILE = "heldout.parquet"
 
 # Token ids every vocabulary starts with (tokens modality).
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -49,6 +52,7 @@ class DataSpec:
     point_labels: bool = False
     timeline: bool = False
     time_dtype: str = "int64"  # of the canonical table's `t`: "int64" or "datetime64[ns]"
+    stride: int = 0  # series: steps between window starts (new data is cut the same way)
 
     @property
     def discrete(self) -> bool:
@@ -90,4 +94,5 @@ class DataSpec:
                    n_classes=int(raw.get("n_classes", 0)), vocab_size=int(raw.get("vocab_size", 0)),
                    point_labels=bool(raw.get("point_labels", False)),
                    timeline=bool(raw.get("timeline", False)),
-                   time_dtype=str(raw.get("time_dtype", "int64")))
+                   time_dtype=str(raw.get("time_dtype", "int64")),
+                   stride=int(raw.get("stride", 0)))

@@ -28,11 +28,13 @@ Plain numpy, pyarrow and pandas; nothing of the rest of the package.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from seqmodels.data.tables import fixed_list, vectors
 from seqmodels.point_metrics import runs
@@ -139,6 +141,46 @@ def aggregate_outputs(batches: Iterable[pa.RecordBatch], lengths: Mapping[str, i
         seen = scores.pop(series_id, None)
         out[series_id] = seen.result() if seen else np.full(int(length), np.nan)
     return out
+
+
+def series_in_order(batches: Iterable[pa.RecordBatch], lengths: Mapping[str, int], window: int,
+                    how: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(series_id, per-step scores) of outputs grouped by series, each series as soon as the
+    next begins: memory holds one series, however many there are. A series seen again
+    after another is refused (its windows must be together)."""
+    current: str | None = None
+    scores: StepScores | None = None
+    done: set[str] = set()
+    for batch in batches:
+        for series_id, rows in _rows_in_order(batch, how):
+            if series_id != current:
+                if scores is not None:
+                    yield current, scores.result()
+                    done.add(current)
+                if series_id in done:
+                    raise ValueError(f"the windows of series {series_id!r} are not together in the outputs")
+                current, scores = series_id, _new_scores(series_id, lengths, window, how)
+            scores.add(*_window_arrays(rows, window, how))
+    if scores is not None:
+        yield current, scores.result()
+
+
+def _rows_in_order(batch: pa.RecordBatch, how: str) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Runs of one series in a batch, in row order (unlike _rows_by_series, which groups)."""
+    ids = batch.column("series_id").to_numpy(zero_copy_only=False)
+    change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+    bounds = np.concatenate([[0], change, [len(ids)]])
+    for begin, end in itertools.pairwise(bounds):
+        yield from _rows_by_series(batch.slice(begin, end - begin), how)
+
+
+def output_steps(outputs: pads.Dataset, lengths: pd.Series, window: int, how: str,
+                 batch_rows: int = 8192) -> np.ndarray:
+    """Every step's score from a dataset of inference outputs, read `batch_rows` at a time,
+    concatenated in the order of `lengths`."""
+    columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
+    batches = outputs.to_batches(columns=columns, batch_size=batch_rows)
+    return in_row_order(aggregate_outputs(batches, lengths, window, how), lengths)
 
 
 def aggregate_windows(series_id: np.ndarray, start: np.ndarray, score: np.ndarray,

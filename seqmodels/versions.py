@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +47,17 @@ def _revision(rev: str | None, repo: str | None, path: str) -> Iterator[Any]:
                              where=f"{path}@{rev or 'workspace'}",
                              fix="check the path and revision (git log dvc.lock); if the revision has "
                              "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`") from None
+
+
+def fetch_directory(path: str, target: Path, *, rev: str | None = None,
+                    repo: str | None = None) -> str | None:
+    """Copy the DVC-tracked folder `path` as it was at `rev` into `target` (e.g. the
+    detector a past commit trained); returns the commit `rev` resolved to."""
+    with _revision(rev, repo, path) as fs:
+        if not fs.isdir(path):
+            raise FileNotFoundError(f"{path} is not a folder at this revision")
+        fs.get(path, str(target), recursive=True)
+        return fs.repo.scm.resolve_rev(rev) if rev else None
 
 
 def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH,

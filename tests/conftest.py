@@ -51,7 +51,8 @@ def tiny_config(tmp_path: Path, **sections) -> Config:
         "ray": {"num_cpus": 4},
         "paths": {name: str(tmp_path / value) for name, value in {
             "prepared": "prepared", "validation_report": "reports/validation.json",
-            "model": "models/latest", "train_metrics": "metrics/train.json",
+            "model": "models/trained", "detector": "models/latest",
+            "train_metrics": "metrics/train.json",
             "train_live": "metrics/live", "outputs": "outputs/latents",
             "eval_metrics": "metrics/eval.json", "plots": "plots",
             "anomalies": "reports/anomalies.csv", "timeline": "outputs/timeline",

@@ -31,7 +31,8 @@ from seqmodels.models import build_model
 from seqmodels.models.registry import families_for, model_kinds
 from seqmodels.publish import publishing
 from seqmodels.spec import EXAMPLES_FILE
-from seqmodels.stages import evaluate, infer, prepare, validate
+from seqmodels.stages import detector, evaluate, infer, prepare, validate
+from seqmodels.stages.train import read_scaler
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
 from tests.conftest import REPO, make_series_table, tiny_config
 
@@ -86,7 +87,8 @@ def train_one_epoch(cfg: Config) -> None:
                 in_memory_batches(rows("train"), cfg.train.batch_size, shuffle=True, seed=cfg.seed),
                 in_memory_batches(rows("val"), cfg.train.batch_size, shuffle=False),
                 cfg.train, cfg.model, device=torch.device("cpu"), log=None)
-    export_model(Path(cfg.paths.model), model.state_dict(), cfg.model, spec)
+    export_model(Path(cfg.paths.model), model.state_dict(), cfg.model, spec,
+                 extra={"scaler": read_scaler(cfg.paths.prepared)})
     write_history(cfg.paths.train_live, state.history)
 
 
@@ -119,6 +121,7 @@ def test_every_documented_combination_prepares_trains_infers_and_evaluates(tmp_p
     validate.run(cfg)
     train_one_epoch(cfg)
     rows = predict_in_process(cfg)
+    detector.run(cfg)
     evaluate.run(cfg)
 
     spec = read_spec(cfg.paths.prepared)

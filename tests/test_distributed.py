@@ -13,7 +13,7 @@ from seqmodels.data.registry import modality
 from seqmodels.distributed.live import read_history
 from seqmodels.distributed.runtime import shutdown_ray
 from seqmodels.publish import MANIFEST
-from seqmodels.stages import evaluate, infer, prepare, train, validate
+from seqmodels.stages import detector, evaluate, infer, prepare, train, validate
 from tests.conftest import exported_vs_untrained_loss, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -61,6 +61,8 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
     infer.run(tiny)
     assert first == {part.name: part.read_bytes() for part in Path(out_dir).glob("*.parquet")}
 
+    detector.run(tiny)
+
     evaluate.run(tiny)
     evaluation = json.loads(Path(tiny.paths.eval_metrics).read_text())
     assert set(evaluation["model"]["mse"]) == {"train", "val", "test", "test_normal", "test_anomalous"}
@@ -80,6 +82,7 @@ def test_images_conv_with_classifier_head_end_to_end(tmp_path):
     validate.run(cfg)
     train.run(cfg)
     infer.run(cfg)
+    detector.run(cfg)
     evaluate.run(cfg)
     output = pq.read_table(cfg.paths.outputs).to_pandas()
     assert len(output) == 1797
@@ -106,7 +109,7 @@ def test_tabular_dense_on_shuttle_through_ray(tmp_path):
     cfg = tiny_config(tmp_path, data={"kind": "tabular", "source": "shuttle"},
                       model={"kind": "dense", "hidden_size": 16, "latent_dim": 4},
                       train={"epochs": 2, "batch_size": 512}, infer={"batch_size": 4096})
-    for stage in (prepare.run, validate.run, train.run, infer.run, evaluate.run):
+    for stage in (prepare.run, validate.run, train.run, infer.run, detector.run, evaluate.run):
         stage(cfg)
     output = pq.read_table(cfg.paths.outputs, columns=["row_id", "score"]).to_pandas()
     assert len(output) == 49_097 and output["row_id"].is_unique
@@ -119,7 +122,7 @@ def test_tokens_seq2seq_through_ray(tmp_path):
                                       "max_examples": 600},
                       model={"kind": "seq2seq", "hidden_size": 32, "latent_dim": 8},
                       train={"epochs": 2, "batch_size": 64}, infer={"batch_size": 128})
-    for stage in (prepare.run, validate.run, train.run, infer.run, evaluate.run):
+    for stage in (prepare.run, validate.run, train.run, infer.run, detector.run, evaluate.run):
         stage(cfg)
     output = pq.read_table(cfg.paths.outputs).to_pandas()
     assert len(output) == 600 and output["seq_id"].is_unique

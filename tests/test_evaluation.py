@@ -25,6 +25,8 @@ from seqmodels.evaluation import (
 from seqmodels.publish import MANIFEST
 from seqmodels.spec import EXAMPLES_FILE, SPEC_FILE, VOCAB_FILE, DataSpec
 from seqmodels.stages import evaluate
+from seqmodels.stages.detector import thresholds_from_outputs
+from seqmodels.thresholds import write_thresholds
 from tests.conftest import tiny_config
 
 
@@ -141,6 +143,7 @@ def write_fake_run(cfg, spec: DataSpec, reconstructions: bool = True, n: int = 6
     pq.write_table(table.slice(n // 2), outputs / "part-00000-0.parquet")
     pq.write_table(table.slice(0, n // 2), outputs / "part-00001-0.parquet")
     (outputs / MANIFEST).write_text(json.dumps({"params": {"model": {"latent_dim": 4}}}))
+    write_thresholds(Path(cfg.paths.detector), thresholds_from_outputs(cfg, spec, "window"))
     write_history(cfg.paths.train_live, [
         {"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1), "train_recon": 0.9 / (e + 1),
          "val_recon": 1.1 / (e + 1), "train_task": 0.5, "val_task": 0.6, "train_kl": 0.0, "val_kl": 0.0}

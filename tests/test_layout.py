@@ -199,7 +199,7 @@ def test_every_stage_depends_on_exactly_the_code_it_runs():
     one reruns a stage for code it never runs."""
     problems = {}
     for name, stage in dvc_stages().items():
-        declared = code_deps(stage["deps"])
+        declared = code_deps(stage.get("do", stage)["deps"])  # `foreach` stages declare under `do`
         imported = runtime_closure(f"pipelines.{name}")
         missing = sorted(str(p.relative_to(REPO)) for p in imported - declared)
         extra = sorted(str(p.relative_to(REPO)) for p in declared - imported)

@@ -241,7 +241,7 @@ def test_stages_publish_a_timeline_events_and_point_metrics(tmp_path, labelled):
 
     import pyarrow.parquet as pq
 
-    from seqmodels.stages import evaluate, prepare, validate
+    from seqmodels.stages import detector, evaluate, prepare, validate
     from tests.conftest import tiny_config
     from tests.test_combinations import predict_in_process, train_one_epoch
 
@@ -255,6 +255,7 @@ def test_stages_publish_a_timeline_events_and_point_metrics(tmp_path, labelled):
     validate.run(cfg)
     train_one_epoch(cfg)
     predict_in_process(cfg)
+    detector.run(cfg)
     evaluate.run(cfg)
 
     timeline = pq.read_table(cfg.paths.timeline).to_pandas()
@@ -278,7 +279,7 @@ def test_stages_publish_a_timeline_events_and_point_metrics(tmp_path, labelled):
 def test_data_without_a_time_axis_gets_an_empty_timeline_saying_why(tmp_path):
     import json
 
-    from seqmodels.stages import evaluate, prepare, validate
+    from seqmodels.stages import detector, evaluate, prepare, validate
     from tests.conftest import make_series_table, tiny_config
     from tests.test_combinations import predict_in_process, train_one_epoch
 
@@ -288,6 +289,7 @@ def test_data_without_a_time_axis_gets_an_empty_timeline_saying_why(tmp_path):
     validate.run(cfg)
     train_one_epoch(cfg)
     predict_in_process(cfg)
+    detector.run(cfg)
     evaluate.run(cfg)
     manifest = json.loads((Path(cfg.paths.timeline) / "_manifest.json").read_text())
     assert manifest["rows"] == 0 and "not scored per time step" in manifest["note"]

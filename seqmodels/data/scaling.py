@@ -31,5 +31,10 @@ class StandardScaler:
         values = frame[list(self.features)].to_numpy(np.float64)
         return ((values - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> StandardScaler:
+        return cls(tuple(raw["features"]), tuple(float(v) for v in raw["mean"]),
+                   tuple(float(v) for v in raw["std"]))
+
     def to_dict(self) -> dict:
         return {"features": list(self.features), "mean": list(self.mean), "std": list(self.std)}

@@ -27,7 +27,7 @@ from seqmodels.data.splits import assign_splits, check_label_classes, time_split
 from seqmodels.data.ucr_anomaly import archive_files
 from seqmodels.data.windows import cut_windows
 from seqmodels.errors import DataError
-from seqmodels.spec import ID_COLUMNS, SCALER_FILE, SERIES_FILE, SPLITS, DataSpec
+from seqmodels.spec import HELDOUT_FILE, ID_COLUMNS, SCALER_FILE, SERIES_FILE, SPLITS, DataSpec
 
 KIND = "series"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -316,7 +316,7 @@ def prepare_windows(
         windows = train_windows_normal(windows, cfg.source)
     spec = DataSpec(kind=KIND, input_shape=(cfg.window, len(features)), features=tuple(features),
                     has_labels="label" in table.columns, point_labels=point_labels, timeline=timeline,
-                    time_dtype=time_dtype(table))
+                    time_dtype=time_dtype(table), stride=cfg.stride)
     return windows, scaler, spec, table
 
 
@@ -327,8 +327,9 @@ def prepare(cfg: DataConfig, seed: int) -> PreparedData:
     loaded = load_source(cfg)
     examples, scaler, spec, table = prepare_windows(loaded.table, loaded.features, cfg, seed,
                                                     loaded.point_labels)
+    heldout = table.loc[table["split"].eq("test")].drop(columns=["split"])
     return PreparedData(examples, spec, f"{table['series_id'].nunique()} series -> {len(examples)} windows",
-                        {SERIES_FILE: table, SCALER_FILE: scaler.to_dict()})
+                        {SERIES_FILE: table, SCALER_FILE: scaler.to_dict(), HELDOUT_FILE: heldout})
 
 
 MODALITY = Modality(kind=KIND, sources=tuple(SOURCES), prepare=prepare, table=WindowTable,

@@ -20,7 +20,7 @@ from seqmodels.data.files import feature_columns, read_table_file
 from seqmodels.data.modality import Modality, PreparedData
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.splits import assign_splits, check_label_classes
-from seqmodels.spec import ID_COLUMNS, SCALER_FILE, SPLITS, DataSpec
+from seqmodels.spec import HELDOUT_FILE, ID_COLUMNS, SCALER_FILE, SPLITS, DataSpec
 
 KIND = "tabular"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -97,7 +97,9 @@ def prepare(cfg: DataConfig, seed: int) -> PreparedData:
     table, features = load_rows(cfg)
     table = schemas.validate_table(table, rows_schema(features), table="tabular rows", source=cfg.source)
     examples, scaler, spec = prepare_rows(table, features, cfg, seed)
-    return PreparedData(examples, spec, f"{len(examples)} rows", {SCALER_FILE: scaler.to_dict()})
+    heldout = table.loc[examples["split"].eq("test").to_numpy()].reset_index(drop=True)
+    return PreparedData(examples, spec, f"{len(examples)} rows",
+                        {SCALER_FILE: scaler.to_dict(), HELDOUT_FILE: heldout})
 
 
 MODALITY = Modality(kind=KIND, sources=tuple(SOURCES), prepare=prepare, table=TabularTable)

@@ -21,6 +21,7 @@ from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.data.tables import fixed_list, parquet_write_options, vectors
 from seqmodels.distributed.runtime import batch_inference, multi_node, preflight, ray_data_path
+from seqmodels.prediction import predict_arrays
 
 if TYPE_CHECKING:  # Ray itself is imported where it runs: Predictor works without it
     from ray.data import Datasink
@@ -37,8 +38,10 @@ INFER_FILE_BYTES = 64 << 20
 class Predictor:
     """Callable class for map_batches: one model per actor, Arrow in, Arrow out."""
 
-    def __init__(self, model: str | dict[str, bytes], use_gpu: bool, write_reconstructions: bool) -> None:
-        """`model`: the exported model folder, or its files by name (see model_source)."""
+    def __init__(self, model: str | dict[str, bytes], use_gpu: bool, write_reconstructions: bool,
+                 threshold: float | None = None) -> None:
+        """`model`: the exported model folder, or its files by name (see model_source);
+        `threshold`: when given, each row also gets `is_anomaly = score > threshold`."""
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         if isinstance(model, str):
             loaded, _, _ = load_exported_model(model)
@@ -49,27 +52,18 @@ class Predictor:
                 loaded, _, _ = load_exported_model(directory)
         self.model = loaded.to(self.device).eval()
         self.write_reconstructions = write_reconstructions
+        self.threshold = threshold
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # Arrow buffers are read-only; torch wants a writable array.
-        x = torch.from_numpy(vectors(batch.column("x")).copy()).to(self.device)
-        if self.model.spec.discrete:
-            x = x.long()
-        with torch.inference_mode():
-            inputs = {"x": x}
-            out = self.model(inputs)
-            score = self.model.score(inputs, out)
-            steps = self.model.step_scores(inputs, out)
+        outputs = predict_arrays(self.model, vectors(batch.column("x")).copy(), self.device,
+                                 self.write_reconstructions)
         result = batch.drop_columns(list(VECTOR_COLUMNS))
-        result = result.append_column("latent", fixed_list(out.latent.code.float().cpu().numpy()))
-        if self.write_reconstructions:
-            reconstruction = self.model.output_reconstruction(inputs, out).cpu().numpy()
-            result = result.append_column("reconstruction", fixed_list(reconstruction))
-        result = result.append_column("score", pa.array(score.float().cpu().numpy(), pa.float32()))
-        if steps is not None:
-            result = result.append_column("step_score", fixed_list(steps.float().cpu().numpy()))
-        for name, values in self.model.extra_outputs(out).items():
-            result = result.append_column(name, pa.array(values.cpu().numpy()))
+        for name, values in outputs.items():
+            column = fixed_list(values) if values.ndim == 2 else pa.array(values)
+            result = result.append_column(name, column)
+        if self.threshold is not None:
+            result = result.append_column("is_anomaly", pa.array(outputs["score"] > self.threshold))
         return result
 
 
@@ -133,15 +127,21 @@ def write_in_order(blocks: Iterable[Block], part: str) -> None:
             writer.close()
 
 
-def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:
+def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path, *,
+                       write_reconstructions: bool | None = None, threshold: float | None = None) -> None:
     """Stream `input_path` through the model into Parquet parts under `output_dir`; an
-    impossible predictor pool fails before Ray starts."""
+    impossible predictor pool fails before Ray starts. `write_reconstructions` defaults to
+    infer.write_reconstructions; with `threshold` every row is also flagged (is_anomaly)."""
     preflight(cfg, "infer")
+    if write_reconstructions is None:
+        write_reconstructions = cfg.infer.write_reconstructions
     with batch_inference(cfg.ray):
-        _predict(cfg, model_dir, input_path, output_dir)
+        _predict(cfg, model_dir, input_path, output_dir,
+                 {"write_reconstructions": write_reconstructions, "threshold": threshold})
 
 
-def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -> None:
+def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path,
+             options: dict[str, Any]) -> None:
     """read_parquet -> Predictor actor pool -> ordered sink; on a multi-node cluster the
     model travels with the actors and the writes stay on this node, where the folder is."""
     import ray.data
@@ -151,8 +151,7 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
     predictions = dataset.map_batches(
         Predictor,
         fn_constructor_kwargs={"model": model_source(model_dir, ship_files=spread),
-                               "use_gpu": cfg.infer.use_gpu,
-                               "write_reconstructions": cfg.infer.write_reconstructions},
+                               "use_gpu": cfg.infer.use_gpu, **options},
         batch_size=cfg.infer.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # In pipeline order; each name is a module of this package, a pipelines/ entry point and a
 # dvc.yaml stage (tests/test_layout.py checks the three agree).
-STAGES = ("prepare", "validate", "train", "infer", "evaluate")
+STAGES = ("prepare", "validate", "train", "infer", "detector", "evaluate", "score")
 
 
 def stage_runner(name: str) -> Callable[[Config], None]:

@@ -3,6 +3,7 @@ best model exported to paths.model, its history to DVCLive and metrics/train.jso
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import write_history
 from seqmodels.distributed.train import TrainOutcome, train_distributed
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
+from seqmodels.spec import SCALER_FILE
 
 
 def run(cfg: Config) -> None:
@@ -22,12 +24,19 @@ def run(cfg: Config) -> None:
     best = {k: v for k, v in outcome.best_metrics.items() if isinstance(v, (int, float))}
     with publishing(model_dir) as staging:
         export_model(staging, outcome.weights, cfg.model, spec,
-                     extra={"best_metrics": best, "run": outcome.run_path, "seed": cfg.seed})
+                     extra={"best_metrics": best, "run": outcome.run_path, "seed": cfg.seed,
+                            "scaler": read_scaler(cfg.paths.prepared)})
     write_history(cfg.paths.train_live, outcome.history)
     write_json_atomic(cfg.paths.train_metrics, train_metrics(cfg, outcome, best))
     print(f"trained {cfg.model.kind} for {len(outcome.history)} epochs; best epoch {int(best['epoch']) + 1} "
           f"val_loss={best.get('val_loss', float('nan')):.5f}; exported to {model_dir}")
     print("worker nodes by rank: " + ", ".join(node[:12] for node in outcome.worker_nodes))
+
+
+def read_scaler(prepared: str | Path) -> dict[str, Any] | None:
+    """The scaler prepare fitted, so the exported model scales new data as it was trained."""
+    path = Path(prepared) / SCALER_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def train_metrics(cfg: Config, outcome: TrainOutcome, best: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Stage `evaluate`: the published outputs against the labels and a PCA baseline
-(metrics/eval.json), anomaly flags at a threshold fitted on validation
-(reports/anomalies.csv), and the plots. Series scored per time step also get their
+(metrics/eval.json), anomaly flags at the detector's threshold, fitted on validation by
+the detector stage (reports/anomalies.csv), and the plots. Series scored per time step also get their
 timeline (outputs/timeline), per-step metrics (eval.json `points`) and events
 (reports/events.csv): points.py.
 
@@ -21,7 +21,6 @@ from seqmodels.config import Config
 from seqmodels.evaluation import (
     Scored,
     Threshold,
-    choose_threshold,
     class_accuracy,
     evaluate_scores,
     evaluate_tokens,
@@ -32,13 +31,15 @@ from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
 from seqmodels.stages.evaluate.figures import draw
 from seqmodels.stages.evaluate.inputs import Evaluation, load, reconstructions
 from seqmodels.stages.evaluate.points import evaluate_points, publish_points
+from seqmodels.thresholds import read_thresholds
 
 
 def run(cfg: Config) -> None:
     inputs = load(cfg)
+    thresholds = read_thresholds(cfg.paths.detector)
     result, baseline = score_metrics(inputs, cfg.seed)
-    threshold, flags = flag_anomalies(inputs, cfg, result)
-    points = evaluate_points(inputs, cfg)
+    threshold, flags = flag_anomalies(inputs, cfg, result, thresholds.window)
+    points = evaluate_points(inputs, cfg, thresholds)
     if points is not None:
         result["points"] = points.section
     plot_dir = Path(cfg.paths.plots)
@@ -74,9 +75,10 @@ def score_metrics(inputs: Evaluation, seed: int) -> tuple[dict[str, Any], Scored
     return result, baseline
 
 
-def flag_anomalies(inputs: Evaluation, cfg: Config, result: dict[str, Any]) -> tuple[Threshold, np.ndarray]:
-    """A threshold fitted on validation scores, one flag per row into the report and `result`."""
-    threshold = choose_threshold(inputs.scored, cfg.evaluate.threshold)
+def flag_anomalies(inputs: Evaluation, cfg: Config, result: dict[str, Any],
+                   threshold: Threshold) -> tuple[Threshold, np.ndarray]:
+    """One flag per row at the detector's threshold (fitted on validation scores by the
+    detector stage) into the report and `result`."""
     flags = inputs.scored.score > threshold.value
     result["threshold"] = threshold.to_dict()
     result["anomalies"] = flag_summary(inputs.scored, flags)

@@ -25,7 +25,6 @@ from seqmodels.errors import DataError
 from seqmodels.evaluation import (
     Scored,
     Threshold,
-    choose_threshold,
     flag_summary,
     nearest_train_distance,
     pca_step_errors,
@@ -35,13 +34,12 @@ from seqmodels.point_metrics import point_metrics
 from seqmodels.publish import MANIFEST, build_manifest, publishing, write_json_atomic, write_text_atomic
 from seqmodels.spec import SERIES_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation
+from seqmodels.thresholds import Thresholds
 from seqmodels.timeline import (
-    OUTPUT_COLUMNS,
-    aggregate_outputs,
     aggregate_windows,
     event_precision_recall,
     events_table,
-    in_row_order,
+    output_steps,
 )
 
 OUTPUT_BATCH_ROWS = 8192
@@ -80,9 +78,7 @@ def read_steps(prepared: Path, features: tuple[str, ...], labelled: bool) -> pd.
 
 def model_steps(inputs: Evaluation, lengths: pd.Series, how: str) -> np.ndarray:
     """The model's score of every step, streamed from the outputs a batch at a time."""
-    columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
-    batches = inputs.outputs.to_batches(columns=columns, batch_size=OUTPUT_BATCH_ROWS)
-    return in_row_order(aggregate_outputs(batches, lengths, inputs.spec.window, how), lengths)
+    return output_steps(inputs.outputs, lengths, inputs.spec.window, how, OUTPUT_BATCH_ROWS)
 
 
 def baseline_steps(inputs: Evaluation, lengths: pd.Series, how: str, seed: int) -> dict[str, np.ndarray]:
@@ -137,10 +133,9 @@ def point_section(steps: Steps, cfg: Config) -> dict[str, Any]:
     return section
 
 
-def flag_steps(steps: Steps, cfg: Config) -> tuple[Threshold, np.ndarray, dict[str, Any]]:
-    """A threshold fitted on the model's validation step scores; flags of every step."""
+def flag_steps(steps: Steps, threshold: Threshold) -> tuple[Threshold, np.ndarray, dict[str, Any]]:
+    """Flags of every step at the detector's step threshold (fitted on validation steps)."""
     scored = Scored(split=steps.split, score=steps.scores["model"], label=steps.label)
-    threshold = choose_threshold(scored, cfg.evaluate.threshold)
     flags = scored.score > threshold.value  # an unscored (NaN) step is not flagged
     return threshold, flags, flag_summary(scored, flags)
 
@@ -178,13 +173,13 @@ class PointResult:
     section: dict[str, Any]
 
 
-def evaluate_points(inputs: Evaluation, cfg: Config) -> PointResult | None:
+def evaluate_points(inputs: Evaluation, cfg: Config, thresholds: Thresholds) -> PointResult | None:
     """Score, measure and flag every time step; None for data not scored per step."""
     if not inputs.spec.timeline:
         return None
     steps = score_steps(inputs, cfg)
     section = point_section(steps, cfg)
-    threshold, flags, summary = flag_steps(steps, cfg)
+    threshold, flags, summary = flag_steps(steps, thresholds.for_steps)
     events, per_event = stretch_events(steps, flags)
     section.update(threshold=threshold.to_dict(), flags=summary, events=per_event)
     return PointResult(steps, threshold, flags, events[EVENT_COLUMNS], section)

@@ -1,0 +1,324 @@
+"""New data for a trained model: read, checked against the model, scaled and cut into the
+model's inputs, a bounded chunk at a time.
+
+Prepare fits the scaler and cuts windows over a whole table it holds in memory; a new batch
+is scored with what the model was trained with instead (its features, scaler, window and
+stride, from the model folder), and may be far larger than memory. So files are read in
+chunks of rows, each chunk validated with the same Pandera contract as prepare's, and
+series are windowed by `WindowStream`, which carries only the last window's worth of steps
+of the series in progress from one chunk to the next.
+
+Every step of a new series gets a score: after the stride's windows, a last window flush
+with the series' end is added when the strides stop short of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from seqmodels.data import schemas
+from seqmodels.data.files import RESERVED_COLUMNS
+from seqmodels.data.scaling import StandardScaler
+from seqmodels.data.series_files import canonical_form
+from seqmodels.errors import CheckpointError, DataError
+from seqmodels.spec import DataSpec
+
+CHUNK_ROWS = 1 << 18  # input rows validated and scaled at a time
+MAX_WINDOW_VALUES = 1 << 23  # floats per emitted batch of windows (32 MiB of float32)
+SCORED_KINDS = ("series", "tabular")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass
+class Examples:
+    """A batch of model inputs: `x` (n, input_dim) float32, with the ids that name each row
+    (series: series_id and start; tabular: the row's position in the input)."""
+
+    x: np.ndarray
+    label: np.ndarray | None
+    series_id: np.ndarray | None = None
+    start: np.ndarray | None = None
+    row: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class Steps:
+    """The time steps of a chunk of series rows (series_id, t, [label]), in input order."""
+
+    series_id: np.ndarray
+    t: np.ndarray
+    label: np.ndarray | None
+
+
+@dataclass
+class Chunk:
+    examples: list[Examples]
+    steps: Steps | None = None
+
+
+def check_scorable(spec: DataSpec, where: str) -> None:
+    if spec.kind not in SCORED_KINDS:
+        raise DataError(f"the model at {where} is a {spec.kind} model; scoring new batches supports "
+                        f"{' and '.join(SCORED_KINDS)} models", where=where,
+                        fix=f"score {spec.kind} data through the pipeline (data.source + dvc repro)")
+
+
+def input_files(location: str | Path) -> list[Path]:
+    """A CSV/Parquet file, or every such file directly inside a folder (sorted)."""
+    path = Path(location)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path} holds no .csv or .parquet files", where=str(path),
+                            fix="point --input at a CSV/Parquet file or a folder of them")
+        return files
+    if not path.exists():
+        raise DataError(f"input {path} does not exist", where=str(path),
+                        fix="point --input at a CSV/Parquet file, a folder of them, or an s3:// URI")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"unsupported file type {path.suffix!r} for {path}", where=str(path),
+                        fix="use a .csv or .parquet file")
+    return [path]
+
+
+def read_chunks(path: Path, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The file's rows, `rows` at a time; the index counts data rows from 0 across chunks, so
+    validation messages name the file's own row numbers."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with pd.read_csv(path, encoding="utf-8", chunksize=rows) as reader:
+                yield from reader
+            return
+        offset = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            yield frame
+    except DataError:
+        raise
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+                        where=str(path), fix="re-save the file as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty", where=str(path),
+                        fix="the file needs a header row and at least one data row") from None
+    except Exception as error:
+        raise DataError(f"could not read {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
+                        where=str(path), fix="check that the file is a complete, valid CSV/Parquet file",
+                        ) from None
+
+
+def check_columns(columns: list[str], spec: DataSpec, where: str) -> None:
+    """The value columns must be the model's features, no more and no fewer: a missing one
+    cannot be scored, and an extra one means the file is not what the model was trained on."""
+    features = list(spec.features)
+    missing = [c for c in features if c not in columns]
+    if spec.kind == "series" and not {"series_id", "t"} <= set(columns):
+        shape = "series rows (series_id, t, ... or timestamp, ...)"
+        raise DataError(f"{where} does not hold {shape}: the model is a series model (window "
+                        f"{spec.window}, features {features}); the file's columns are {columns}",
+                        where=where, fix="score series with this model, or use a model of this data's kind")
+    extra = [c for c in columns if c not in RESERVED_COLUMNS and c not in features]
+    if missing:
+        raise DataError(f"feature column(s) {missing} of the model are missing from {where}", where=where,
+                        fix=f"the model was trained on {features}; supply those columns")
+    if extra:
+        raise DataError(f"column(s) {extra} of {where} are not features of the model", where=where,
+                        fix=f"the model was trained on {features}: drop the other columns or train a "
+                            "model on them")
+
+
+class WindowStream:
+    """Windows of series whose rows arrive in chunks, grouped by series, in time order.
+
+    Holds the last window's worth of steps of the series in progress, so memory does not grow
+    with a series' length. Window starts are 0, stride, 2 * stride, ... of each series, then
+    one flush with its end when the strides stop short of it: every step is covered.
+    """
+
+    def __init__(self, spec: DataSpec, where: str, max_values: int = MAX_WINDOW_VALUES) -> None:
+        self.window, self.stride, self.where = spec.window, spec.stride or spec.window, where
+        self.n_features = spec.n_features
+        self.per_batch = max(1, max_values // (self.window * self.n_features))
+        self.lengths: dict[str, int] = {}  # finished series -> steps
+        self._series: str | None = None
+
+    def feed(self, series_id: np.ndarray, t: np.ndarray, values: np.ndarray,
+             labels: np.ndarray | None) -> Iterator[Examples]:
+        """Windows completed by these rows (grouped by series, in time order)."""
+        change = np.flatnonzero(series_id[1:] != series_id[:-1]) + 1
+        bounds = np.concatenate([[0], change, [len(series_id)]])
+        for begin, end in itertools.pairwise(bounds):
+            name = str(series_id[begin])
+            if name != self._series:
+                yield from self._finish()
+                self._begin(name)
+            elif not t[begin] > self._last_t:
+                raise DataError(f"series {name} of {self.where}: t={t[begin]} follows t={self._last_t}",
+                                where=self.where, fix="sort the rows of each series by time; drop repeats")
+            self._last_t = t[end - 1]
+            self._values = np.concatenate([self._values, values[begin:end]])
+            if labels is not None:
+                self._labels = np.concatenate([self._labels, labels[begin:end]])
+            self._length += int(end - begin)
+            yield from self._emit(final=False)
+
+    def close(self) -> Iterator[Examples]:
+        yield from self._finish()
+
+    def _begin(self, name: str) -> None:
+        if name in self.lengths:
+            raise DataError(f"series {name} appears again in {self.where} after other rows (or in an "
+                            "earlier file): a series' rows must be together, in one file", where=self.where,
+                            fix="group each series' rows (sort by series_id, then t), or give the series "
+                                "of different files distinct series_ids")
+        self._series, self._origin, self._length, self._next, self._covered = name, 0, 0, 0, 0
+        self._values = np.empty((0, self.n_features), np.float32)
+        self._labels = np.empty(0, np.int64)
+        self._last_t = None
+
+    def _finish(self) -> Iterator[Examples]:
+        if self._series is None:
+            return
+        if self._length < self.window:
+            raise DataError(f"series {self._series} of {self.where} has {self._length} steps, fewer than the "
+                            f"model's window of {self.window}", where=self.where,
+                            fix=f"score series of at least {self.window} steps (or drop this one)")
+        yield from self._emit(final=True)
+        self.lengths[self._series] = self._length
+        self._series = None
+
+    def _emit(self, final: bool) -> Iterator[Examples]:
+        end, window = self._length, self.window
+        starts = np.arange(self._next, end - window + 1, self.stride, dtype=np.int64)
+        if len(starts):
+            self._next = int(starts[-1]) + self.stride
+        if final and max(self._covered, int(starts[-1]) + window if len(starts) else 0) < end:
+            starts = np.append(starts, end - window)
+        if len(starts):
+            self._covered = int(starts[-1]) + window
+        for first in range(0, len(starts), self.per_batch):
+            yield self._windows(starts[first:first + self.per_batch])
+        keep = min(self._next, end - window) - self._origin
+        if keep > 0:
+            self._values, self._labels = self._values[keep:], self._labels[keep:]
+            self._origin += keep
+
+    def _windows(self, starts: np.ndarray) -> Examples:
+        local = starts - self._origin
+        view = np.lib.stride_tricks.sliding_window_view(self._values, self.window, axis=0)
+        x = view[local].transpose(0, 2, 1).reshape(len(local), -1)
+        label = None
+        if len(self._labels):
+            label = np.lib.stride_tricks.sliding_window_view(self._labels, self.window)[local].max(axis=1)
+        return Examples(x=np.ascontiguousarray(x, np.float32), label=label,
+                        series_id=np.full(len(starts), self._series, dtype=object), start=starts)
+
+
+class BatchReader:
+    """A new batch (files or a DataFrame) as the model's inputs, chunk by chunk."""
+
+    def __init__(self, spec: DataSpec, scaler: StandardScaler | None, chunk_rows: int = CHUNK_ROWS) -> None:
+        check_scorable(spec, "the model")
+        if scaler is None:
+            raise CheckpointError("the model folder has no scaler, so new data cannot be scaled as the "
+                                  "model's training data was", where="model.json",
+                                  fix="export the model again with this version (rerun the train stage)")
+        self.spec, self.scaler, self.chunk_rows = spec, scaler, chunk_rows
+        self.rows = 0
+        self._stream: WindowStream | None = None
+
+    @property
+    def lengths(self) -> dict[str, int]:
+        """Steps of each series read so far (series models)."""
+        return {} if self._stream is None else self._stream.lengths
+
+    def frames(self, source: str | Path | pd.DataFrame) -> Iterator[tuple[pd.DataFrame, str]]:
+        """(chunk, where it came from) for a DataFrame, a file or a folder of files."""
+        if isinstance(source, pd.DataFrame):
+            for begin in range(0, max(len(source), 1), self.chunk_rows):
+                yield source.iloc[begin:begin + self.chunk_rows], "the DataFrame"
+            return
+        for path in input_files(source):
+            empty = True
+            for frame in read_chunks(path, self.chunk_rows):
+                empty = False
+                yield frame, str(path)
+            if empty:
+                raise DataError(f"{path} has no data rows", where=str(path),
+                                fix="the file needs at least one row")
+
+    def chunks(self, source: str | Path | pd.DataFrame) -> Iterator[Chunk]:
+        """Model inputs chunk by chunk; a series ends with its file, and a series name may
+        appear in one file only (its windows and steps are keyed by it)."""
+        stream = WindowStream(self.spec, "the input") if self.spec.kind == "series" else None
+        self._stream, current = stream, None
+        for frame, where in self.frames(source):
+            if stream is None:
+                yield self._rows(frame, where)
+                continue
+            if where != current:
+                yield Chunk(list(stream.close()))
+                stream.where = current = where
+            yield self._series(frame, where, stream)
+        if stream is not None:
+            yield Chunk(list(stream.close()))
+
+    def _validated(self, frame: pd.DataFrame, where: str, schema, table: str) -> pd.DataFrame:
+        if frame.empty:
+            raise DataError(f"{where} has no data rows", where=where, fix="the input needs at least one row")
+        self.rows += len(frame)
+        return schemas.validate_table(frame, schema, table=table, source=where)
+
+    def _series(self, frame: pd.DataFrame, where: str, stream: WindowStream) -> Chunk:
+        from seqmodels.data.series import series_schema, time_dtype  # series' contract
+
+        name = Path(where).stem if where != "the DataFrame" else "series"
+        table = canonical_form(frame, name=name, where=where).table
+        check_columns(list(table.columns), self.spec, where)
+        if time_dtype(table) != self.spec.time_dtype:
+            raise DataError(f"{where} has {time_dtype(table)} timestamps; the model was trained on "
+                            f"{self.spec.time_dtype} ones", where=where,
+                            fix="use the timestamp type of the training data (integer steps or datetimes)")
+        features = list(self.spec.features)
+        columns = ["series_id", "t", *features] + (["label"] if "label" in table.columns else [])
+        table = self._validated(table[columns], where, series_schema(features, self.spec.time_dtype),
+                                "canonical series")
+        series_id = table["series_id"].to_numpy().astype(str)
+        t = table["t"].to_numpy()
+        label = table["label"].to_numpy(np.int64) if "label" in table.columns else None
+        windows = list(stream.feed(series_id, t, self._scale(table), label))
+        return Chunk(windows, Steps(series_id, t, label))
+
+    def _rows(self, frame: pd.DataFrame, where: str) -> Chunk:
+        from seqmodels.data.tabular import rows_schema
+
+        features = list(self.spec.features)
+        check_columns([c for c in frame.columns if c != "row_id"], self.spec, where)
+        columns = features + (["label"] if "label" in frame.columns else [])
+        table = self._validated(frame[columns], where, rows_schema(features), "tabular rows")
+        first = self.rows - len(table)
+        label = table["label"].to_numpy(np.int64) if "label" in table.columns else None
+        return Chunk([Examples(x=self._scale(table), label=label,
+                               row=np.arange(first, first + len(table), dtype=np.int64))])
+
+    def _scale(self, table: pd.DataFrame) -> np.ndarray:
+        return self.scaler.transform(table)
+
+
+def all_examples(chunks: Iterator[Chunk]) -> Iterator[Examples]:
+    for chunk in chunks:
+        yield from chunk.examples
+

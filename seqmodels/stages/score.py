@@ -1,0 +1,255 @@
+"""Stage `score`: a new batch of data scored by a versioned detector, published atomically.
+
+    new files -> read in chunks -> validated against the detector (Pandera + features,
+    timestamps, window) -> scaled and windowed -> Predictor actors (Ray Data, the same as
+    infer) -> per-step scores for series -> paths.scores/<name>/ with a _manifest.json
+
+The output folder holds `windows/` (one row per window or row: ids, latent, score,
+is_anomaly, [label]) and, for series, `steps/` (one row per time step: series_id, t, score,
+is_anomaly, [label]). Nothing is published unless every part was written and checked: a
+failure or a kill leaves the previous scores as they were.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from seqmodels.checkpoints import read_model_card
+from seqmodels.config import Config
+from seqmodels.data import schemas
+from seqmodels.data.new_data import BatchReader, Examples, Steps
+from seqmodels.data.registry import modality
+from seqmodels.data.scaling import StandardScaler
+from seqmodels.data.tables import fixed_list, parquet_write_options
+from seqmodels.distributed.infer import predict_to_parquet
+from seqmodels.errors import DataError
+from seqmodels.publish import (
+    MANIFEST,
+    build_manifest,
+    clean_stale_staging,
+    hash_path,
+    publishing,
+    write_json_atomic,
+)
+from seqmodels.spec import DataSpec
+from seqmodels.thresholds import Thresholds, read_thresholds
+from seqmodels.timeline import series_in_order
+
+WINDOWS_DIR, STEPS_DIR = "windows", "steps"
+STEP_ROW_GROUP = 1 << 20
+
+
+def run(cfg: Config, batch: str) -> None:
+    """Score the batch `batch` of score.batches with paths.detector into paths.scores/<batch>."""
+    item = cfg.score.batch(batch)
+    score_batch(cfg, item.input, Path(cfg.paths.detector), str(Path(cfg.paths.scores) / item.name))
+
+
+def score_with(cfg: Config, source: str, target: str, *, model: str | None = None, rev: str | None = None,
+               repo: str | None = None) -> dict[str, Any]:
+    """`seqmodels score`: the detector folder `model` (default paths.detector), or the one
+    committed at git revision `rev` of `repo`, read through DVC as `outputs read --rev` does."""
+    if rev is None:
+        return score_batch(cfg, source, Path(model or cfg.paths.detector), target)
+    from seqmodels.versions import fetch_directory
+
+    with tempfile.TemporaryDirectory(prefix="seqmodels-detector-") as folder:
+        local = Path(folder) / "detector"
+        commit = fetch_directory(cfg.paths.detector, local, rev=rev, repo=repo)
+        return score_batch(cfg, source, local, target, provenance={"rev": rev, "commit": commit,
+                                                                   "repo_path": cfg.paths.detector})
+
+
+@dataclass
+class Detection:
+    """What scoring needs of a detector folder (checked before any data is read)."""
+
+    directory: Path
+    spec: DataSpec
+    card: dict[str, Any]
+    thresholds: Thresholds
+
+    @classmethod
+    def load(cls, directory: Path) -> Detection:
+        from seqmodels.checkpoints import load_exported_model
+
+        _, _, spec = load_exported_model(directory)  # corrupt weights or card fail here
+        return cls(directory, spec, read_model_card(directory), read_thresholds(directory))
+
+    @property
+    def scaler(self) -> StandardScaler | None:
+        raw = self.card.get("scaler")
+        return StandardScaler.from_dict(raw) if raw else None
+
+    @property
+    def point_score(self) -> str:
+        return self.card["model"].get("point_score", "window")
+
+
+def score_batch(cfg: Config, source: str, model_dir: Path, target: str,
+                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score `source` with the detector in `model_dir` into `target`; returns the manifest."""
+    detection = Detection.load(model_dir)
+    reader = BatchReader(detection.spec, detection.scaler)
+    clean_stale_staging(target)
+    with publishing(target) as staging, tempfile.TemporaryDirectory(
+            prefix=f".{Path(target).name}.inputs-", dir=Path(target).parent) as scratch:
+        windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detection.spec)
+        predict_to_parquet(cfg, model_dir, windows, staging / WINDOWS_DIR,
+                           write_reconstructions=cfg.score.write_reconstructions,
+                           threshold=detection.thresholds.window.value)
+        rows = check_outputs(staging / WINDOWS_DIR, detection, cfg.score.write_reconstructions,
+                             pq.ParquetFile(windows).metadata.num_rows)
+        step_rows = (write_steps(staging, steps, lengths, detection) if steps is not None else None)
+        manifest = build_manifest(
+            model={"path": str(model_dir), "sha256": hash_path(model_dir), **(provenance or {})},
+            input={"path": str(source), "sha256": hash_inputs(source), "rows": reader.rows},
+            threshold=detection.thresholds.to_dict(), params=cfg.to_dict(), rows=rows, steps=step_rows,
+            flagged=count_flags(staging), schema=pads.dataset(staging / WINDOWS_DIR).schema.to_string(
+                show_schema_metadata=False))
+        write_json_atomic(staging / MANIFEST, manifest)
+    print(f"scored {reader.rows} input rows -> {rows} windows"
+          + (f", {step_rows} steps" if step_rows is not None else "")
+          + f" ({manifest['flagged']['windows']} flagged) into {target}")
+    return manifest
+
+
+def write_model_inputs(reader: BatchReader, source: str, scratch: Path,
+                       spec: DataSpec) -> tuple[Path, Path | None, dict[str, int]]:
+    """The batch's model inputs (and, for series, its steps) as Parquet in `scratch`,
+    written chunk by chunk; the series' lengths."""
+    windows_path, steps_path = scratch / "inputs.parquet", scratch / "steps.parquet"
+    inputs = steps = None
+    next_id = 0
+    try:
+        for chunk in reader.chunks(source):
+            for examples in chunk.examples:
+                table = examples_table(examples, spec, next_id)
+                next_id += len(examples)
+                inputs = inputs or _writer(windows_path, table.schema)
+                inputs.write_table(table)
+            if chunk.steps is not None and len(chunk.steps.t):
+                table = steps_table(chunk.steps)
+                steps = steps or _writer(steps_path, table.schema)
+                steps.write_table(table)
+    finally:
+        for writer in (inputs, steps):
+            if writer is not None:
+                writer.close()
+    if inputs is None:
+        raise DataError(f"{source} holds no data to score", where=str(source),
+                        fix="point --input at files with at least one full window of rows")
+    return windows_path, steps_path if steps is not None else None, reader.lengths
+
+
+def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    return pq.ParquetWriter(path, schema, **parquet_write_options(schema))
+
+
+def examples_table(examples: Examples, spec: DataSpec, first_id: int) -> pa.Table:
+    ids = np.arange(first_id, first_id + len(examples), dtype=np.int64)
+    columns: dict[str, Any] = {spec.id_column: ids}
+    if examples.series_id is not None:
+        columns |= {"series_id": pa.array(examples.series_id.astype(str)), "start": examples.start}
+    if examples.label is not None:
+        columns["label"] = examples.label.astype(np.int64)
+    columns["x"] = fixed_list(examples.x)
+    return pa.table(columns)
+
+
+def steps_table(steps: Steps) -> pa.Table:
+    columns: dict[str, Any] = {"series_id": pa.array(steps.series_id.astype(str)), "t": steps.t}
+    if steps.label is not None:
+        columns["label"] = steps.label
+    return pa.table(columns)
+
+
+def check_outputs(directory: Path, detection: Detection, reconstructions: bool, expected: int) -> int:
+    """Every written row in the output schema, one per model input; returns the row count."""
+    spec = detection.spec
+    schema = modality(spec.kind).output_schema(spec, detection.card["model"]["latent_dim"], reconstructions)
+    schema = schema.remove_columns(["split"]).add_columns(
+        {"is_anomaly": schemas.pa.Column(bool, nullable=False)})
+    rows = 0
+    for part in sorted(directory.glob("*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=65_536):
+            schemas.validate_table(batch.to_pandas(), schema, table="score output", source=str(part))
+            rows += batch.num_rows
+    if rows != expected:
+        raise DataError(f"scoring wrote {rows} rows for {expected} model inputs", where=str(directory),
+                        fix="rerun the score")
+    return rows
+
+
+def write_steps(staging: Path, steps_path: Path, lengths: dict[str, int], detection: Detection) -> int:
+    """One row per time step: the windows' scores folded per step (model.point_score), flagged
+    at the step threshold; streamed one series at a time in the windows' order."""
+    how = detection.point_score
+    columns = ["series_id", "start", "score", *(["step_score"] if how != "window" else [])]
+    outputs = pads.dataset(staging / WINDOWS_DIR, format="parquet")
+    batches = outputs.to_batches(columns=columns, batch_size=8192)
+    steps = _StepRows(pq.ParquetFile(steps_path))
+    threshold = detection.thresholds.for_steps.value
+    (staging / STEPS_DIR).mkdir()
+    rows, writer = 0, None
+    try:
+        for series_id, score in series_in_order(batches, lengths, detection.spec.window, how):
+            table = steps.take(series_id, len(score))
+            table = table.append_column("score", pa.array(score)).append_column(
+                "is_anomaly", pa.array(score > threshold))
+            writer = writer or _writer(staging / STEPS_DIR / "part-00000.parquet", table.schema)
+            writer.write_table(table, row_group_size=STEP_ROW_GROUP)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+class _StepRows:
+    """The steps file read forward, `take(series, n)` rows at a time."""
+
+    def __init__(self, file: pq.ParquetFile) -> None:
+        self._batches = file.iter_batches(batch_size=65_536)
+        self._buffer: list[pa.RecordBatch] = []
+        self._held = 0
+
+    def take(self, series_id: str, n: int) -> pa.Table:
+        while self._held < n:
+            batch = next(self._batches)
+            self._buffer.append(batch)
+            self._held += batch.num_rows
+        table = pa.Table.from_batches(self._buffer)
+        taken, rest = table.slice(0, n), table.slice(n)
+        if taken.column("series_id")[0].as_py() != series_id:
+            raise DataError(f"the steps of series {series_id} are out of step with its windows",
+                            where="score", fix="rerun the score")
+        self._buffer, self._held = rest.to_batches(), rest.num_rows
+        return taken
+
+
+def count_flags(staging: Path) -> dict[str, int]:
+    flagged = {"windows": _true_count(staging / WINDOWS_DIR)}
+    if (staging / STEPS_DIR).exists():
+        flagged["steps"] = _true_count(staging / STEPS_DIR)
+    return flagged
+
+
+def _true_count(directory: Path) -> int:
+    column = pads.dataset(directory, format="parquet").to_table(columns=["is_anomaly"]).column("is_anomaly")
+    return int(pc.sum(column).as_py() or 0)
+
+
+def hash_inputs(source: str) -> str:
+    """sha256 of the input file or folder (what was scored, for the manifest)."""
+    return hash_path(source)
+
