@@ -130,6 +130,10 @@ def check_columns(columns: list[str], spec: DataSpec, where: str) -> None:
         raise DataError(f"{where} does not hold {shape}: the model is a series model (window "
                         f"{spec.window}, features {features}); the file's columns are {columns}",
                         where=where, fix="score series with this model, or use a model of this data's kind")
+    if spec.kind == "tabular" and {"series_id", "t"} <= set(columns):
+        raise DataError(f"{where} holds series rows (series_id, t, ...) but the model is a tabular model "
+                        f"(rows of {features})", where=where,
+                        fix="score series with a series model, or drop series_id and t to score rows")
     extra = [c for c in columns if c not in RESERVED_COLUMNS and c not in features]
     if missing:
         raise DataError(f"feature column(s) {missing} of the model are missing from {where}", where=where,
