@@ -30,14 +30,14 @@ from seqmodels.checkpoints import WEIGHTS_FILE, load_exported_model, read_model_
 from seqmodels.config import Config, config_from_mapping, load_config
 from seqmodels.data.build import build_examples
 from seqmodels.data.modality import PreparedData
-from seqmodels.data.new_data import BatchReader, Examples, check_scorable
+from seqmodels.data.new_data import BatchReader, Examples
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.evaluation import Scored
 from seqmodels.models.base import FusedAutoencoder
 from seqmodels.models.registry import build_model
 from seqmodels.prediction import predict_arrays
 from seqmodels.publish import publishing, write_json_atomic
-from seqmodels.spec import SCALER_FILE, SERIES_FILE
+from seqmodels.spec import SCALER_FILE, SERIES_FILE, VOCAB_FILE
 from seqmodels.thresholds import Thresholds, fit_thresholds, read_thresholds, write_thresholds
 from seqmodels.timeline import aggregate_windows
 from seqmodels.training import fit, in_memory_batches, make_optimizer, make_scheduler, seed_everything
@@ -86,7 +86,8 @@ class Detector:
             prepared = build_examples(cfg)
         model = train_in_process(cfg, prepared, log)
         card = {"model": cfg.model.model_dump(mode="json"), "data_spec": prepared.spec.to_dict(),
-                "seed": cfg.seed, "scaler": prepared.artifacts.get(SCALER_FILE)}
+                "seed": cfg.seed, "scaler": prepared.artifacts.get(SCALER_FILE),
+                "vocab": prepared.artifacts.get(VOCAB_FILE, {}).get("tokens")}
         detector = cls(model, card, None)
         detector.thresholds = detector._fit_thresholds(prepared, cfg)
         return detector
@@ -114,8 +115,7 @@ class Detector:
     def score(self, data: pd.DataFrame | str | Path) -> Scores:
         """Anomaly scores of new data (higher = more anomalous), per window and, for series,
         per time step. The data is validated against the model first."""
-        check_scorable(self.spec, "this detector")
-        reader = BatchReader(self.spec, self.scaler)
+        reader = BatchReader(self.spec, self.scaler, vocab=self.card.get("vocab"))
         parts, steps = [], []
         for chunk in reader.chunks(data):
             parts.extend(self._score_examples(examples) for examples in chunk.examples)
@@ -203,7 +203,7 @@ def train_in_process(cfg: Config, prepared: PreparedData,
     dtype = np.int64 if spec.discrete else np.float32
     tensors = {"x": torch.from_numpy(np.stack(examples["x"].to_numpy()).astype(dtype))}
     if "label" in spec.model_inputs:
-        tensors["label"] = torch.from_numpy(examples["label"].to_numpy())
+        tensors["label"] = torch.from_numpy(examples["label"].to_numpy().copy())
     split = examples["split"].to_numpy().astype(str)
 
     def subset(name: str) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from seqmodels.data.files import read_table_file
 from seqmodels.data.modality import Modality, PreparedData
 from seqmodels.data.splits import check_label_classes, split_examples
 from seqmodels.errors import DataError
-from seqmodels.spec import ID_COLUMNS, SPLITS, DataSpec
+from seqmodels.spec import HELDOUT_FILE, ID_COLUMNS, SPLITS, DataSpec
 
 KIND = "images"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -104,7 +104,8 @@ def prepare(cfg: DataConfig, seed: int) -> PreparedData:
     """Load the images and split them; there is no scaler or vocabulary to keep."""
     source = load_images(cfg)
     examples, spec = prepare_images(source.images, source.labels, source.n_classes, cfg, seed)
-    return PreparedData(examples, spec, f"{len(examples)} images")
+    heldout = examples.loc[examples["split"].eq("test")].drop(columns=["split", ID_COLUMN])
+    return PreparedData(examples, spec, f"{len(examples)} images", {HELDOUT_FILE: heldout})
 
 
 MODALITY = Modality(kind=KIND, sources=tuple(SOURCES), prepare=prepare, table=ImageTable)

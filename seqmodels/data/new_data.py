@@ -32,8 +32,8 @@ from seqmodels.spec import DataSpec
 
 CHUNK_ROWS = 1 << 18  # input rows validated and scaled at a time
 MAX_WINDOW_VALUES = 1 << 23  # floats per emitted batch of windows (32 MiB of float32)
-SCORED_KINDS = ("series", "tabular")
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+SCALED_KINDS = ("series", "tabular")  # new data is scaled with the model's scaler
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")  # .txt: text, one sequence per line (tokens)
 
 
 @dataclass
@@ -66,13 +66,6 @@ class Chunk:
     steps: Steps | None = None
 
 
-def check_scorable(spec: DataSpec, where: str) -> None:
-    if spec.kind not in SCORED_KINDS:
-        raise DataError(f"the model at {where} is a {spec.kind} model; scoring new batches supports "
-                        f"{' and '.join(SCORED_KINDS)} models", where=where,
-                        fix=f"score {spec.kind} data through the pipeline (data.source + dvc repro)")
-
-
 def input_files(location: str | Path) -> list[Path]:
     """A CSV/Parquet file, or every such file directly inside a folder (sorted)."""
     path = Path(location)
@@ -87,7 +80,7 @@ def input_files(location: str | Path) -> list[Path]:
                         fix="point --input at a CSV/Parquet file, a folder of them, or an s3:// URI")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"unsupported file type {path.suffix!r} for {path}", where=str(path),
-                        fix="use a .csv or .parquet file")
+                        fix="use a .csv or .parquet file (or .txt text for a tokens model)")
     return [path]
 
 
@@ -96,6 +89,13 @@ def read_chunks(path: Path, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     validation messages name the file's own row numbers."""
     suffix = path.suffix.lower()
     try:
+        if suffix == ".txt":
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            texts = [line for line in lines if line]
+            for begin in range(0, len(texts), rows):
+                yield pd.DataFrame({"text": texts[begin:begin + rows]},
+                                   index=pd.RangeIndex(begin, begin + len(texts[begin:begin + rows])))
+            return
         if suffix == ".csv":
             with pd.read_csv(path, encoding="utf-8", chunksize=rows) as reader:
                 yield from reader
@@ -234,13 +234,18 @@ class WindowStream:
 class BatchReader:
     """A new batch (files or a DataFrame) as the model's inputs, chunk by chunk."""
 
-    def __init__(self, spec: DataSpec, scaler: StandardScaler | None, chunk_rows: int = CHUNK_ROWS) -> None:
-        check_scorable(spec, "the model")
-        if scaler is None:
+    def __init__(self, spec: DataSpec, scaler: StandardScaler | None, chunk_rows: int = CHUNK_ROWS,
+                 vocab: list[str] | None = None) -> None:
+        if spec.discrete and vocab is None:
+            raise CheckpointError("the model folder has no vocabulary, so new text cannot be encoded as the "
+                                  "model's training text was", where="model.json",
+                                  fix="export the model again with this version (rerun the train stage)")
+        if spec.kind in SCALED_KINDS and scaler is None:
             raise CheckpointError("the model folder has no scaler, so new data cannot be scaled as the "
                                   "model's training data was", where="model.json",
                                   fix="export the model again with this version (rerun the train stage)")
         self.spec, self.scaler, self.chunk_rows = spec, scaler, chunk_rows
+        self.vocab = {token: i for i, token in enumerate(vocab or [])}
         self.rows = 0
         self._stream: WindowStream | None = None
 
@@ -269,9 +274,10 @@ class BatchReader:
         appear in one file only (its windows and steps are keyed by it)."""
         stream = WindowStream(self.spec, "the input") if self.spec.kind == "series" else None
         self._stream, current = stream, None
+        independent = {"tabular": self._rows, "images": self._images, "tokens": self._tokens}
         for frame, where in self.frames(source):
             if stream is None:
-                yield self._rows(frame, where)
+                yield independent[self.spec.kind](frame, where)
                 continue
             if where != current:
                 yield Chunk(list(stream.close()))
@@ -317,6 +323,50 @@ class BatchReader:
         label = table["label"].to_numpy(np.int64) if "label" in table.columns else None
         return Chunk([Examples(x=self._scale(table), label=label,
                                row=np.arange(first, first + len(table), dtype=np.int64))])
+
+    def _images(self, frame: pd.DataFrame, where: str) -> Chunk:
+        """Images flattened in a list column `x` (C*H*W floats in [0, 1]), as prepare reads them."""
+        if "x" not in frame.columns:
+            raise DataError(f"{where} has no 'x' column: the model is an images model "
+                            f"({'x'.join(map(str, self.spec.input_shape))})", where=where,
+                            fix="store each image flattened (C*H*W floats in [0, 1]) in a list column 'x'")
+        lengths = frame["x"].map(len).to_numpy()
+        wrong = np.flatnonzero(lengths != self.spec.input_dim)
+        if len(wrong):
+            rows = frame.index[wrong[:5]].tolist()
+            raise DataError(f"{len(wrong)} image(s) in {where} do not have {self.spec.input_dim} values "
+                            f"(the model's {list(self.spec.input_shape)}): rows {rows}",
+                            where=where, fix="resize the images to the model's shape")
+        x = np.stack(frame["x"].to_numpy()).astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if len(bad):
+            rows = frame.index[bad[:5]].tolist()
+            raise DataError(f"{len(bad)} image(s) in {where} hold NaN or inf: rows {rows}",
+                            where=where, fix="drop or repair those images")
+        return self._independent(x, frame, where)
+
+    def _tokens(self, frame: pd.DataFrame, where: str) -> Chunk:
+        """Text in a `text` column (a .txt file: one sequence per line), encoded with the
+        model's vocabulary: characters it never saw become UNK."""
+        if "text" not in frame.columns:
+            raise DataError(f"{where} has no 'text' column: the model is a tokens model", where=where,
+                            fix="give a .txt file (one sequence per line) or a table with a 'text' column")
+        texts = frame["text"].astype(str).tolist()
+        width = self.spec.input_dim
+        long = [i for i, text in enumerate(texts) if len(text) >= width]
+        if long:
+            raise DataError(f"{len(long)} sequence(s) in {where} are longer than the model's {width - 1} "
+                            f"characters: rows {frame.index[long[:5]].tolist()}", where=where,
+                            fix=f"split or drop sequences over {width - 1} characters")
+        from seqmodels.data.tokens import encode_texts
+
+        return self._independent(encode_texts(texts, self.vocab, width), frame, where)
+
+    def _independent(self, x: np.ndarray, frame: pd.DataFrame, where: str) -> Chunk:
+        first = self.rows
+        self.rows += len(x)
+        label = frame["label"].to_numpy(np.int64) if "label" in frame.columns else None
+        return Chunk([Examples(x=x, label=label, row=np.arange(first, first + len(x), dtype=np.int64))])
 
     def _scale(self, table: pd.DataFrame) -> np.ndarray:
         return self.scaler.transform(table)

@@ -19,7 +19,17 @@ from seqmodels.data.config import DataConfig
 from seqmodels.data.modality import Modality, PreparedData
 from seqmodels.data.splits import split_examples
 from seqmodels.errors import DataError
-from seqmodels.spec import EOS, ID_COLUMNS, PAD, SPECIAL_TOKENS, SPLITS, UNK, VOCAB_FILE, DataSpec
+from seqmodels.spec import (
+    EOS,
+    HELDOUT_FILE,
+    ID_COLUMNS,
+    PAD,
+    SPECIAL_TOKENS,
+    SPLITS,
+    UNK,
+    VOCAB_FILE,
+    DataSpec,
+)
 
 KIND = "tokens"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -61,6 +71,16 @@ class TokenTable(pa.DataFrameModel):
         strict = True
 
 
+def encode_texts(texts: list[str], vocab: dict[str, int], width: int) -> np.ndarray:
+    """Texts of at most width - 1 characters -> (n, width) ids: the characters (UNK when not
+    in `vocab`), EOS, then PAD. Prepare and the scoring of new text share it."""
+    ids = np.full((len(texts), width), PAD, dtype=np.int32)
+    for row, text in enumerate(texts):
+        ids[row, :len(text)] = [vocab.get(ch, UNK) for ch in text]
+        ids[row, len(text)] = EOS
+    return ids
+
+
 def prepare_tokens(sequences: list[str], cfg: DataConfig,
                    seed: int) -> tuple[pd.DataFrame, dict, DataSpec]:
     """Character sequences -> padded token ids with EOS, vocabulary fitted on train only.
@@ -79,12 +99,8 @@ def prepare_tokens(sequences: list[str], cfg: DataConfig,
     alphabet = sorted({ch for s, split in zip(kept, splits, strict=True) if split == "train" for ch in s})
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *alphabet])}
     width = cfg.max_length + 1
-    ids = np.full((len(kept), width), PAD, dtype=np.int32)
-    for row, text in enumerate(kept):
-        ids[row, :len(text)] = [vocab.get(ch, UNK) for ch in text]
-        ids[row, len(text)] = EOS
     frame = pd.DataFrame({ID_COLUMN: np.arange(len(kept), dtype=np.int64), "split": splits})
-    frame["x"] = list(ids)
+    frame["x"] = list(encode_texts(kept, vocab, width))
     spec = DataSpec(kind=KIND, input_shape=(width,), vocab_size=len(vocab))
     return frame, {"tokens": list(vocab)}, spec
 
@@ -92,8 +108,11 @@ def prepare_tokens(sequences: list[str], cfg: DataConfig,
 def prepare(cfg: DataConfig, seed: int) -> PreparedData:
     """Read the sequences and encode them; the vocabulary is kept beside them (it decodes ids)."""
     examples, vocab, spec = prepare_tokens(load_sequences(cfg), cfg, seed)
+    inverse = dict(enumerate(vocab["tokens"]))
+    test = examples.loc[examples["split"].eq("test"), "x"]
+    texts = ["".join(inverse[int(i)] for i in ids[:int(np.argmax(ids == EOS))]) for ids in test]
     return PreparedData(examples, spec, f"{len(examples)} sequences, vocabulary {spec.vocab_size}",
-                        {VOCAB_FILE: vocab})
+                        {VOCAB_FILE: vocab, HELDOUT_FILE: pd.DataFrame({"text": texts})})
 
 
 MODALITY = Modality(kind=KIND, sources=tuple(SOURCES), prepare=prepare, table=TokenTable)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from seqmodels.checkpoints import read_model_card
+from seqmodels.checkpoints import load_exported_model, read_model_card
 from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.new_data import BatchReader, Examples, Steps
@@ -77,13 +77,13 @@ class Detection:
     spec: DataSpec
     card: dict[str, Any]
     thresholds: Thresholds
+    predicted_classes: int  # a classifier head's classes (its outputs have predicted_class)
 
     @classmethod
     def load(cls, directory: Path) -> Detection:
-        from seqmodels.checkpoints import load_exported_model
-
-        _, _, spec = load_exported_model(directory)  # corrupt weights or card fail here
-        return cls(directory, spec, read_model_card(directory), read_thresholds(directory))
+        model, _, spec = load_exported_model(directory)  # corrupt weights or card fail here
+        return cls(directory, spec, read_model_card(directory), read_thresholds(directory),
+                   model.predicted_classes)
 
     @property
     def scaler(self) -> StandardScaler | None:
@@ -99,7 +99,7 @@ def score_batch(cfg: Config, source: str, model_dir: Path, target: str,
                 provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score `source` with the detector in `model_dir` into `target`; returns the manifest."""
     detection = Detection.load(model_dir)
-    reader = BatchReader(detection.spec, detection.scaler)
+    reader = BatchReader(detection.spec, detection.scaler, vocab=detection.card.get("vocab"))
     clean_stale_staging(target)
     with publishing(target) as staging, tempfile.TemporaryDirectory(
             prefix=f".{Path(target).name}.inputs-", dir=Path(target).parent) as scratch:
@@ -176,7 +176,8 @@ def steps_table(steps: Steps) -> pa.Table:
 def check_outputs(directory: Path, detection: Detection, reconstructions: bool, expected: int) -> int:
     """Every written row in the output schema, one per model input; returns the row count."""
     spec = detection.spec
-    schema = modality(spec.kind).output_schema(spec, detection.card["model"]["latent_dim"], reconstructions)
+    schema = modality(spec.kind).output_schema(spec, detection.card["model"]["latent_dim"], reconstructions,
+                                               predicted_classes=detection.predicted_classes)
     schema = schema.remove_columns(["split"]).add_columns(
         {"is_anomaly": schemas.pa.Column(bool, nullable=False)})
     rows = 0

@@ -13,7 +13,7 @@ from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import write_history
 from seqmodels.distributed.train import TrainOutcome, train_distributed
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
-from seqmodels.spec import SCALER_FILE
+from seqmodels.spec import SCALER_FILE, VOCAB_FILE
 
 
 def run(cfg: Config) -> None:
@@ -25,7 +25,8 @@ def run(cfg: Config) -> None:
     with publishing(model_dir) as staging:
         export_model(staging, outcome.weights, cfg.model, spec,
                      extra={"best_metrics": best, "run": outcome.run_path, "seed": cfg.seed,
-                            "scaler": read_scaler(cfg.paths.prepared)})
+                            "scaler": read_scaler(cfg.paths.prepared),
+                            "vocab": read_vocab(cfg.paths.prepared)})
     write_history(cfg.paths.train_live, outcome.history)
     write_json_atomic(cfg.paths.train_metrics, train_metrics(cfg, outcome, best))
     print(f"trained {cfg.model.kind} for {len(outcome.history)} epochs; best epoch {int(best['epoch']) + 1} "
@@ -37,6 +38,12 @@ def read_scaler(prepared: str | Path) -> dict[str, Any] | None:
     """The scaler prepare fitted, so the exported model scales new data as it was trained."""
     path = Path(prepared) / SCALER_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_vocab(prepared: str | Path) -> list[str] | None:
+    """The tokens' vocabulary, so the exported model encodes new text as it was trained."""
+    path = Path(prepared) / VOCAB_FILE
+    return json.loads(path.read_text())["tokens"] if path.is_file() else None
 
 
 def train_metrics(cfg: Config, outcome: TrainOutcome, best: dict[str, Any]) -> dict[str, Any]:
