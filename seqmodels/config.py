@@ -8,6 +8,7 @@ place a dict appears is the hand-over to Ray workers (`to_dict` / `Config.model_
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,31 +90,33 @@ class EvaluateConfig(Section):
 
 
 class ScoreBatch(Section):
-    """A batch of new data the `score` stage scores (dvc.yaml: foreach over score.batches)."""
+    """A batch of new data the `score` stage scores (dvc.yaml: foreach over score.batches,
+    keyed by name: stage score@<name> -> paths.scores/<name>)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                      description="Names the output folder paths.scores/<name>.")
     input: str = Field(description="A CSV/Parquet file, a folder of them, or an s3:// URI.")
 
 
+BATCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
 class ScoreConfig(Section):
-    batches: list[ScoreBatch] = Field(default_factory=list)
+    batches: dict[str, ScoreBatch] = Field(default_factory=dict)
     write_reconstructions: bool = Field(
         False, description="Also write each window's reconstruction (latents and scores always).")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> ScoreConfig:
-        names = [batch.name for batch in self.batches]
-        if len(set(names)) != len(names):
-            raise ValueError(f"score.batches names must be unique (got {names})")
+    def _names_are_folder_names(self) -> ScoreConfig:
+        bad = [name for name in self.batches if not re.match(BATCH_NAME, name)]
+        if bad:
+            raise ValueError(f"score.batches names {bad} must be letters, digits, '.', '_' or '-' "
+                             "(each names a folder and a DVC stage)")
         return self
 
     def batch(self, name: str) -> ScoreBatch:
-        for batch in self.batches:
-            if batch.name == name:
-                return batch
-        raise ConfigError(f"no batch {name!r} in score.batches", where="params.yaml: score.batches",
-                          fix=f"name one of {[b.name for b in self.batches]} or add it to score.batches")
+        if name not in self.batches:
+            raise ConfigError(f"no batch {name!r} in score.batches", where="params.yaml: score.batches",
+                              fix=f"name one of {sorted(self.batches)} or add it to score.batches")
+        return self.batches[name]
 
 
 class RayConfig(Section):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -34,7 +35,7 @@ def repo_copy(tmp_path):
 
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     first = sh("dvc", "repro", cwd=repo_copy)
-    for stage in ("prepare", "validate", "train", "infer", "evaluate"):
+    for stage in ("prepare", "validate", "train", "infer", "detector", "evaluate", "score@heldout"):
         assert f"Running stage '{stage}'" in first.stdout
 
     report = json.loads((repo_copy / "reports/validation.json").read_text())
@@ -65,6 +66,19 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     status = sh("dvc", "status", cwd=repo_copy)
     assert "up to date" in status.stdout
 
+    # The held-out batch (the test split's raw rows) scored by the packaged detector: the
+    # same windows, scores and flags as infer and evaluate gave the test rows.
+    thresholds = json.loads((repo_copy / "models/latest/threshold.json").read_text())
+    assert thresholds["window"]["value"] == evaluation["threshold"]["value"]
+    scored = pq.read_table(repo_copy / "outputs/scores/heldout/windows").to_pandas()
+    inferred = pq.read_table(repo_copy / "outputs/latents").to_pandas()
+    test = inferred[inferred["split"] == "test"]
+    assert len(scored) == len(test) == json.loads(
+        (repo_copy / "outputs/scores/heldout/_manifest.json").read_text())["rows"]
+    joined = test.merge(scored, on=["series_id", "start"], suffixes=("_infer", "_score"))
+    np.testing.assert_allclose(joined["score_score"], joined["score_infer"], rtol=1e-6)
+    assert (joined["is_anomaly"] == (joined["score_infer"] > thresholds["window"]["value"])).all()
+
     # Versioned outputs: commit this run, publish another, read the first back by revision.
     first_rev = commit(repo_copy, "first run")
     first_rows = pq.read_table(repo_copy / "outputs/latents").sort_by("window_id")
@@ -83,6 +97,12 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     assert new.num_rows == 200 and "reconstruction" not in new.schema.names
     shown = sh("seqmodels", "outputs", "show", "--rev", first_rev, "--repo", str(repo_copy), cwd=repo_copy)
     assert json.loads(shown.stdout)["rows"] == 200
+    old_scores = sh("seqmodels", "outputs", "read", "--rev", first_rev, "--path",
+                    "outputs/scores/heldout/windows", "--columns", "series_id,start,score",
+                    "--to", str(repo_copy.parent / "scores.parquet"), cwd=repo_copy)
+    assert f"wrote {len(scored)} rows" in old_scores.stdout
+    np.testing.assert_array_equal(pq.read_table(repo_copy.parent / "scores.parquet").column("score"),
+                                  scored["score"])
     missing = sh("seqmodels", "outputs", "read", "--rev", "no-such-rev", cwd=repo_copy, check=False)
     assert missing.returncode == 2 and "no-such-rev" in missing.stderr and "Traceback" not in missing.stderr
 

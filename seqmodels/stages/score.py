@@ -51,7 +51,7 @@ STEP_ROW_GROUP = 1 << 20
 def run(cfg: Config, batch: str) -> None:
     """Score the batch `batch` of score.batches with paths.detector into paths.scores/<batch>."""
     item = cfg.score.batch(batch)
-    score_batch(cfg, item.input, Path(cfg.paths.detector), str(Path(cfg.paths.scores) / item.name))
+    score_batch(cfg, item.input, Path(cfg.paths.detector), str(Path(cfg.paths.scores) / batch))
 
 
 def score_with(cfg: Config, source: str, target: str, *, model: str | None = None, rev: str | None = None,
