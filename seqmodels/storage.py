@@ -40,6 +40,7 @@ DATA_PREFIX = "data-"
 _CHUNK = 8 << 20
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _AWS_ERROR = re.compile(r"AWS Error [A-Z_]+ during \w+ operation")
+_KEY = re.compile(r"key '([^']*)'")
 log = logging.getLogger("seqmodels.storage")
 
 
@@ -200,8 +201,9 @@ def describe(error: OSError, location: str, action: str = "read") -> tuple[str, 
     if isinstance(error, PermissionError) and not is_uri(location):
         return (f"cannot {action} {location}: permission denied",
                 f"make {location} {'readable' if action == 'read' else 'writable'} for this user")
-    code = _AWS_ERROR.search(text)
-    detail = f" ({code.group(0)})" if code else f" ({_first_line(error)[:200]})"
+    code, key = _AWS_ERROR.search(text), _KEY.search(text)
+    detail = f" ({code.group(0)}{f', key {key.group(1)}' if key else ''})" if code else \
+        f" ({_first_line(error)[:200]})"
     for needles, reason, fix in _CAUSES:
         if any(needle in text for needle in needles):
             return f"cannot {action} {location}: {reason}{detail}", fix.format(endpoint=_endpoint_text())
