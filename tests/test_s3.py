@@ -265,7 +265,7 @@ def test_train_storage_in_a_missing_bucket_fails_before_ray_starts(s3):
 
 
 @pytest.mark.slow
-def test_ray_train_writes_its_checkpoints_to_s3(s3, tmp_path, series_csv):
+def test_ray_train_writes_its_checkpoints_to_s3_and_resumes_from_them(s3, tmp_path, series_csv, caplog):
     from seqmodels.distributed.runtime import shutdown_ray
     from seqmodels.distributed.train import run_checkpoints
     from seqmodels.stages import train
@@ -278,11 +278,16 @@ def test_ray_train_writes_its_checkpoints_to_s3(s3, tmp_path, series_csv):
         metrics = json.loads(Path(cfg.paths.train_metrics).read_text())
         run = json.loads((Path(cfg.paths.model) / "model.json").read_text())["run"]
         checkpoints = run_checkpoints(cfg.train.storage, run.rsplit("/", 1)[1])
+        train.run(cfg)  # the same run again: the workers restore its last checkpoint from s3
+        rerun = json.loads(Path(cfg.paths.train_metrics).read_text())
     finally:
         shutdown_ray()
     assert metrics["epochs_run"] == 2
     assert run.startswith(s3.uri("runs") + "/")
     name = run.rsplit("/", 1)[1]
-    saved = {key.split("/")[2] for key in s3.keys(f"runs/{name}/")
-             if key.split("/")[2].startswith("checkpoint_")}
+    saved = {key.split("/")[2] for key in s3.keys(f"runs/{name}/")  # runs/<name>/checkpoint_<time>/state.pt
+             if key.split("/")[2].startswith("checkpoint_") and len(key.split("/")) > 3}
     assert len(saved) == 2 and {Path(c.path).name for c in checkpoints} == saved
+    assert f"runs/{name}/{max(saved)}/state.pt" in s3.keys(f"runs/{name}/")
+    assert f"run {name} exists in {s3.uri('runs')}: continuing it" in caplog.text
+    assert rerun["epochs_run"] == 2 and rerun["best_val_loss"] == metrics["best_val_loss"]
