@@ -207,6 +207,16 @@ def test_publish_then_republish_keeps_exactly_one_generation(s3, tmp_path):
     assert data_folders(s3, "scores") == {f"data-{second['generation']}"}  # the old one is gone
 
 
+def test_publish_remote_to_a_local_folder_works_the_same_way(tmp_path):
+    target = str(tmp_path / "published")
+    storage.publish_remote(output_folder(tmp_path / "v1", rows=4, seed=1), target)
+    storage.publish_remote(output_folder(tmp_path / "v2", rows=6, seed=2), target)
+    manifest = storage.read_remote_manifest(target)
+    assert manifest["seed"] == 2 and [part.num_rows for part in published_parts(target)] == [3, 6]
+    names = sorted(p.name for p in Path(target).iterdir())
+    assert names == ["_manifest.json", f"data-{manifest['generation']}"]  # no temporary manifest left
+
+
 def test_nothing_published_is_a_clear_error(s3):
     with pytest.raises(DataError, match=r"nothing is published at s3://seqmodels-test/none \(no _manifest"):
         storage.remote_parts(s3.uri("none"))
