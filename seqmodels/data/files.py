@@ -1,56 +1,68 @@
 """Reading a user's table file (CSV or Parquet) and picking its feature columns.
 
 Shared by the modalities whose file sources are tables (series, tabular, images), so
-every low-level reader failure becomes the same readable DataError whatever the kind.
+every low-level reader failure becomes the same readable DataError whatever the kind, and
+a file on an object store (s3://...) reads like a local one (seqmodels.storage).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import pandas as pd
 
 from seqmodels.errors import DataError
+from seqmodels.storage import open_input, readable_error, table_files
 
 # `split` is assigned by prepare; `timestamp` and `is_anomaly` are the single-series form's
 # names for `t` and `label` (seqmodels.data.series_files).
 RESERVED_COLUMNS = ("series_id", "t", "label", "split", "timestamp", "is_anomaly")
 
 
-def read_table_file(path: Path, bundled: Iterable[str]) -> pd.DataFrame:
-    """Read a user's CSV or Parquet file, turning every low-level failure into a DataError.
-    `bundled` are the source names a missing file's message suggests instead."""
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist", where="params.yaml: data.source",
-                        fix=f"point data.source at a CSV/Parquet file or one of {sorted(bundled)}")
-    frame = _read(path)
+def read_table_file(location: str | os.PathLike[str], bundled: Iterable[str]) -> pd.DataFrame:
+    """Read a user's CSV or Parquet file, a local path or a URI (s3://...), turning every
+    low-level failure into a DataError. `bundled` are the source names a missing file's
+    message suggests instead."""
+    location = str(location)  # a URI must not go through pathlib.Path: it mangles s3://
+    try:
+        files = table_files(location)
+    except DataError as error:  # missing, unreachable, access denied: said where it was configured
+        hint = f"; or use one of {sorted(bundled)}" if "does not exist" in error.what else ""
+        raise DataError(error.what, where=f"params.yaml: data.source ({location})",
+                        fix=f"{error.fix}{hint}") from None
+    if len(files) != 1 or files[0] != location:
+        raise DataError(f"{location} is a folder of {len(files)} table file(s), not one file",
+                        where="params.yaml: data.source",
+                        fix=f"point data.source at one CSV/Parquet file, e.g. {files[0]}")
+    frame = _read(location)
     if frame.empty:
-        raise DataError(f"{path} has no data rows", where=str(path),
+        raise DataError(f"{location} has no data rows", where=location,
                         fix="the file needs at least one row per series")
     return frame
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(location: str) -> pd.DataFrame:
     """pandas' reader for the suffix; pandas and pyarrow raise many types for corrupt files."""
-    suffix = path.suffix.lower()
+    suffix = PurePosixPath(location).suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path, encoding="utf-8")
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        raise DataError(f"unsupported file type {suffix!r} for {path}", where="data.source",
-                        fix="use a .csv or .parquet file")
+        with open_input(location) as handle:
+            if suffix == ".csv":
+                return pd.read_csv(handle, encoding="utf-8")
+            return pd.read_parquet(handle)
     except DataError:
         raise
     except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
-                        where=str(path), fix="re-save the file as UTF-8") from None
+        raise DataError(f"{location} is not UTF-8 text ({error.reason} at byte {error.start})",
+                        where=location, fix="re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty", where=str(path),
+        raise DataError(f"{location} is empty", where=location,
                         fix="the file needs a header row and at least one data row") from None
+    except OSError as error:  # the connection to an object store dropped mid-read, ...
+        raise readable_error(error, location) from None
     except Exception as error:
-        raise DataError(f"could not read {path}: {type(error).__name__}: {error}", where=str(path),
+        raise DataError(f"could not read {location}: {type(error).__name__}: {error}", where=location,
                         fix="check that the file is a complete, valid CSV/Parquet file") from None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,7 +52,7 @@ def load_images(cfg: DataConfig) -> ImageSource:
         raise DataError("an image file source needs data.image_shape: [channels, height, width]",
                         where="params.yaml: data.image_shape",
                         fix=f"set data.image_shape, or use a bundled source: {sorted(SOURCES)}")
-    frame = read_table_file(Path(cfg.source), SOURCES)
+    frame = read_table_file(cfg.source, SOURCES)
     if "x" not in frame.columns:
         raise DataError(f"{cfg.source} has no 'x' column", where=cfg.source,
                         fix="store each image flattened (C*H*W floats in [0, 1]) in a list column 'x'")

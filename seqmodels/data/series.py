@@ -109,9 +109,10 @@ class SeriesInput:
     point_labels: bool = False
 
 
-def _read_file(path: str | Path) -> SeriesFile:
-    path = Path(path)
-    return read_series_file(path, read_table_file(path, SOURCES))
+def _read_file(location: str | Path) -> SeriesFile:
+    """A local file (bundled archives are Paths) or a URI kept as text (Path mangles s3://)."""
+    location = str(location)
+    return read_series_file(location, read_table_file(location, SOURCES))
 
 
 def _source_files(cfg: DataConfig) -> tuple[SeriesFile, SeriesFile | None]:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from seqmodels.errors import DataError
+from seqmodels.storage import stem
 
 TIMESTAMP, IS_ANOMALY = "timestamp", "is_anomaly"
 MAX_LISTED = 5
@@ -136,6 +137,7 @@ def point_label_column(values: pd.Series, where: str) -> pd.Series:
     return pd.Series(numeric.astype(np.int64), index=values.index)
 
 
-def read_series_file(path: Path, frame: pd.DataFrame) -> SeriesFile:
-    """A file read by data.files.read_table_file, in canonical form (named after the file)."""
-    return canonical_form(frame, name=path.stem, where=str(path))
+def read_series_file(location: str | Path, frame: pd.DataFrame) -> SeriesFile:
+    """A file read by data.files.read_table_file (a path or a URI), in canonical form, named
+    after the file."""
+    return canonical_form(frame, name=stem(location), where=str(location))

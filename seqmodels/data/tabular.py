@@ -7,7 +7,6 @@ and anomalous rows all go to test; the scaler is fitted on the training rows alo
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,7 @@ SOURCES: dict[str, Callable[[], pd.DataFrame]] = {"shuttle": _shuttle}
 def load_rows(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """Tabular rows (feature columns + optional 0/1 `label`), not yet validated."""
     bundled = SOURCES.get(cfg.source)
-    frame = bundled() if bundled else read_table_file(Path(cfg.source), SOURCES)
+    frame = bundled() if bundled else read_table_file(cfg.source, SOURCES)
     features = [c for c in feature_columns(frame, cfg.features) if c != ID_COLUMN]
     return frame[features + (["label"] if "label" in frame.columns else [])], features
 

@@ -8,7 +8,6 @@ would in new text.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +29,7 @@ from seqmodels.spec import (
     VOCAB_FILE,
     DataSpec,
 )
+from seqmodels.storage import open_input
 
 KIND = "tokens"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -46,18 +46,24 @@ SOURCES: dict[str, Callable[[], list[str]]] = {"english-words": _english_words}
 
 
 def load_sequences(cfg: DataConfig) -> list[str]:
-    """Bundled text, or a UTF-8 text file with one sequence per line."""
+    """Bundled text, or a UTF-8 text file (a local path or a URI) with one sequence per line."""
     if cfg.source in SOURCES:
         return SOURCES[cfg.source]()
-    path = Path(cfg.source)
-    if not path.is_file():
-        raise DataError(f"text file {path} does not exist", where="params.yaml: data.source",
-                        fix=f"point data.source at a text file or one of {sorted(SOURCES)}")
+    location = cfg.source  # kept as text: pathlib.Path mangles s3://
     try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        with open_input(location) as handle:
+            content = handle.read()
+    except DataError as error:
+        missing = error.what == f"{location} does not exist"
+        raise DataError(f"text file {error.what}" if missing else error.what,
+                        where="params.yaml: data.source",
+                        fix=f"{error.fix}; or point data.source at a text file or one of {sorted(SOURCES)}",
+                        ) from None
+    try:
+        return [line.strip() for line in content.decode("utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
-                        where=str(path), fix="re-save the file as UTF-8") from None
+        raise DataError(f"{location} is not UTF-8 text ({error.reason} at byte {error.start})",
+                        where=location, fix="re-save the file as UTF-8") from None
 
 
 class TokenTable(pa.DataFrameModel):

@@ -18,25 +18,22 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from seqmodels.errors import ClusterError
+from seqmodels import storage
+from seqmodels.errors import ClusterError, SeqmodelsError
 from seqmodels.publish import hash_path, publishing, write_bytes_atomic
 
 SUCCESS = "_SUCCESS"
 
 
 def _filesystem(uri: str):
-    """(pyarrow filesystem, root path) for a URI or a local path."""
-    import pyarrow.fs
-
-    if "://" not in uri:
-        return pyarrow.fs.LocalFileSystem(), str(Path(uri).resolve())
+    """(pyarrow filesystem, root path) for a URI or a local path (seqmodels.storage: the
+    S3 endpoint and region from the environment, as everywhere else)."""
     try:
-        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
-    except (pyarrow.ArrowInvalid, OSError) as error:
-        raise ClusterError(f"cannot open results storage {uri}: {error}", where="--results",
+        return storage.filesystem(uri)
+    except SeqmodelsError as error:
+        raise ClusterError(f"cannot open results storage {uri}: {error.what}", where="--results",
                            fix="use s3://bucket/prefix, gs://bucket/prefix or an absolute shared path"
                            ) from None
-    return filesystem, root.rstrip("/")
 
 
 def upload(root: Path, paths: list[str], uri: str, stages: list[str]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
 from seqmodels.spec import EXAMPLES_FILE, DataSpec
+from seqmodels.storage import describe, is_uri
+from seqmodels.storage import filesystem as storage_filesystem
 from seqmodels.training import FitState, fit, make_optimizer, make_scheduler, seed_everything, selection_loss
 
 if TYPE_CHECKING:  # Ray itself is imported where it runs
@@ -80,12 +82,13 @@ def run_name(cfg: Config, data_hash: str) -> str:
 
 def storage_path(storage: str) -> str:
     """URIs as given; a local folder absolute, because Ray Train resolves it elsewhere."""
-    return storage if "://" in storage else str(Path(storage).resolve())
+    return storage if is_uri(storage) else str(Path(storage).resolve())
 
 
 def check_storage(storage: str) -> str:
     """The resolved `train.storage`, or a ConfigError before Ray starts: an empty value, an
-    unknown URI scheme or an uncreatable local folder would otherwise fail inside Ray Train."""
+    unknown URI scheme, an uncreatable local folder, or a bucket that is missing, refuses
+    access or cannot be reached would otherwise fail inside Ray Train."""
     import pyarrow.fs
 
     where = "params.yaml: train.storage"
@@ -93,13 +96,25 @@ def check_storage(storage: str) -> str:
     if not storage.strip():
         raise ConfigError("train.storage is empty: checkpoints need a location", where=where, fix=fix)
     resolved = storage_path(storage)
+    problem = f"train.storage={storage!r} cannot be used"
     try:
-        filesystem, root = pyarrow.fs.FileSystem.from_uri(resolved)
+        filesystem, root = storage_filesystem(resolved)
         if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
             filesystem.create_dir(root, recursive=True)
-    except Exception as error:  # pyarrow: ArrowInvalid (scheme), OSError (permissions), ...
-        raise ConfigError(f"train.storage={storage!r} cannot be used: {type(error).__name__}: "
-                          f"{str(error).splitlines()[0]}", where=where, fix=fix) from None
+        elif filesystem.get_file_info(bucket := root.split("/", 1)[0]).type == pyarrow.fs.FileType.NotFound:
+            raise ConfigError(f"{problem}: bucket {bucket!r} does not exist", where=where,
+                              fix="create the bucket, or correct its name in train.storage")
+    except ConfigError as error:
+        raise ConfigError(error.what if error.what.startswith(problem) else f"{problem}: {error.what}",
+                          where=where, fix=error.fix or fix) from None
+    except SeqmodelsError as error:  # the store's answer, readable (access denied, unreachable)
+        raise ConfigError(f"{problem}: {error.what}", where=where, fix=error.fix) from None
+    except OSError as error:
+        if is_uri(resolved):
+            reason, store_fix = describe(error, resolved, action="use")
+            raise ConfigError(f"{problem}: {reason}", where=where, fix=store_fix) from None
+        raise ConfigError(f"{problem}: {type(error).__name__}: {str(error).splitlines()[0]}", where=where,
+                          fix=fix) from None
     return resolved
 
 
@@ -107,8 +122,8 @@ def run_exists(storage: str, name: str) -> bool:
     """Whether Ray Train already has a run of this name (so starting it again resumes it)."""
     import pyarrow.fs
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
-    return filesystem.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
+    filesystem, root = storage_filesystem(storage)
+    return filesystem.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.NotFound
 
 
 def run_checkpoints(storage: str, name: str) -> list[Checkpoint]:
@@ -116,8 +131,8 @@ def run_checkpoints(storage: str, name: str) -> list[Checkpoint]:
     import pyarrow.fs
     from ray.train import Checkpoint
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
-    selector = pyarrow.fs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
+    filesystem, root = storage_filesystem(storage)
+    selector = pyarrow.fs.FileSelector(f"{root}/{name}", allow_not_found=True)
     folders = [info.path for info in filesystem.get_file_info(selector)
                if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
     return [Checkpoint(path, filesystem=filesystem) for path in sorted(folders, reverse=True)]
@@ -364,6 +379,9 @@ def build_trainer(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None]
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Ray resolves a bare URI with pyarrow's defaults; the project's filesystem carries the
+    # endpoint and region (AWS_ENDPOINT_URL, AWS_REGION) to every process that writes there.
+    filesystem, root = storage_filesystem(storage)
     return TorchTrainer(
         loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "spec": spec.to_dict(),
@@ -372,7 +390,7 @@ def build_trainer(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None]
                                      resources_per_worker={"CPU": 1},
                                      placement_strategy=cfg.train.placement_strategy),
         run_config=RunConfig(
-            name=name, storage_path=storage,
+            name=name, storage_path=root, storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
                                                checkpoint_score_attribute=SELECTION_METRIC,
                                                checkpoint_score_order="min"),
