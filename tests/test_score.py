@@ -26,6 +26,8 @@ from seqmodels.detector import Detector
 from seqmodels.publish import MANIFEST
 from tests.conftest import REPO, make_series_table, tiny_config, write_params
 
+pytest_plugins = ["tests.s3"]  # the moto server, `s3` and `dropping_proxy` fixtures
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Config:
@@ -253,3 +255,47 @@ def test_detector_fit_score_predict_save_load_in_process(tmp_path):
     loaded = Detector.load(detector.save(tmp_path / "detector"))
     np.testing.assert_allclose(loaded.score(table).windows["score"], scores.windows["score"])
     assert loaded.thresholds == detector.thresholds
+
+
+def test_an_s3_prefix_is_scored_into_s3_and_a_dropped_upload_keeps_the_last_scores(
+        trained, s3, dropping_proxy, tmp_path, cli):
+    """A day's files under s3://bucket/incoming/ in, s3://bucket/scores/ out (manifest last);
+    the next day's upload is cut mid-request: exit 2, and readers still get the first day."""
+    from seqmodels import storage
+
+    for day, seed in (("day1", 3), ("day2", 4)):
+        first = new_batch(tmp_path / f"{day}-a.csv", n_series=20, length=200, seed=seed)
+        second = make_series_table(n_series=20, length=200, anomalous=2, seed=seed + 10)
+        second["series_id"] = "other-" + second["series_id"]
+        second.to_parquet(tmp_path / f"{day}-b.parquet", index=False)
+        s3.put(f"incoming/{day}/a.csv", first.read_bytes())
+        s3.put(f"incoming/{day}/b.parquet", (tmp_path / f"{day}-b.parquet").read_bytes())
+    params = str(write_params(trained, tmp_path / "p.yaml"))
+    target = s3.uri("scores")
+    code, err = cli("score", "--params", params, "--input", s3.uri("incoming/day1"), "--output", target)
+    assert code == 0, err
+    manifest = storage.read_remote_manifest(target)
+    assert manifest["input"]["path"] == s3.uri("incoming/day1") and manifest["input"]["rows"] == 40 * 200
+
+    def published(kind: str) -> pd.DataFrame:
+        parts = [p for p in storage.remote_parts(target) if f"/{kind}/" in p]
+        tables = []
+        for part in parts:
+            with storage.open_input(part) as handle:
+                tables.append(pq.read_table(handle).to_pandas())
+        return pd.concat(tables, ignore_index=True)
+
+    windows = published("windows")
+    local = pd.concat([pd.read_csv(tmp_path / "day1-a.csv"), pd.read_parquet(tmp_path / "day1-b.parquet")])
+    expected = Detector.load(trained.paths.detector).predict(local)
+    np.testing.assert_allclose(windows["score"], expected.windows["score"], rtol=1e-6)
+    assert len(published("steps")) == 40 * 200
+
+    dropping_proxy.arm(8192)  # reads (small requests) pass, the upload of a part is cut
+    code, err = cli("score", "--params", params, "--input", s3.uri("incoming/day2"), "--output", target)
+    dropping_proxy.disarm()
+    ours = err[err.index("seqmodels score: error:"):]  # moto's own server logs the cut request above it
+    assert code == 2 and "the object store cannot be reached" in ours and "Traceback" not in ours, err
+    assert "the previously published version is unchanged" in ours
+    assert storage.read_remote_manifest(target) == manifest
+    assert published("windows").equals(windows)

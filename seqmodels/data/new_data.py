@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from seqmodels import storage
 from seqmodels.data import schemas
 from seqmodels.data.files import RESERVED_COLUMNS
 from seqmodels.data.scaling import StandardScaler
@@ -33,7 +34,6 @@ from seqmodels.spec import DataSpec
 CHUNK_ROWS = 1 << 18  # input rows validated and scaled at a time
 MAX_WINDOW_VALUES = 1 << 23  # floats per emitted batch of windows (32 MiB of float32)
 SCALED_KINDS = ("series", "tabular")  # new data is scaled with the model's scaler
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")  # .txt: text, one sequence per line (tokens)
 
 
 @dataclass
@@ -66,58 +66,54 @@ class Chunk:
     steps: Steps | None = None
 
 
-def input_files(location: str | Path) -> list[Path]:
-    """A CSV/Parquet file, or every such file directly inside a folder (sorted)."""
-    path = Path(location)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path} holds no .csv or .parquet files", where=str(path),
-                            fix="point --input at a CSV/Parquet file or a folder of them")
-        return files
-    if not path.exists():
-        raise DataError(f"input {path} does not exist", where=str(path),
-                        fix="point --input at a CSV/Parquet file, a folder of them, or an s3:// URI")
-    if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise DataError(f"unsupported file type {path.suffix!r} for {path}", where=str(path),
-                        fix="use a .csv or .parquet file (or .txt text for a tokens model)")
-    return [path]
+def input_files(location: str | Path) -> list[str]:
+    """A CSV/Parquet (or, for text, .txt) file, or every such file directly inside a folder
+    or prefix (sorted); local paths and s3:// URIs alike."""
+    text = str(location)
+    if text.lower().endswith(".txt"):
+        return [text]
+    return storage.table_files(text)
 
 
-def read_chunks(path: Path, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def read_chunks(location: str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
     """The file's rows, `rows` at a time; the index counts data rows from 0 across chunks, so
     validation messages name the file's own row numbers."""
-    suffix = path.suffix.lower()
+    suffix = Path(location).suffix.lower()
     try:
-        if suffix == ".txt":
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-            texts = [line for line in lines if line]
-            for begin in range(0, len(texts), rows):
-                yield pd.DataFrame({"text": texts[begin:begin + rows]},
-                                   index=pd.RangeIndex(begin, begin + len(texts[begin:begin + rows])))
-            return
-        if suffix == ".csv":
-            with pd.read_csv(path, encoding="utf-8", chunksize=rows) as reader:
-                yield from reader
-            return
-        offset = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-            frame = batch.to_pandas()
-            frame.index = pd.RangeIndex(offset, offset + len(frame))
-            offset += len(frame)
-            yield frame
+        with storage.open_input(location) as handle:
+            if suffix == ".txt":
+                yield from _text_chunks(handle.read().decode("utf-8"), rows)
+            elif suffix == ".csv":
+                with pd.read_csv(handle, encoding="utf-8", chunksize=rows) as reader:
+                    yield from reader
+            else:
+                offset = 0
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
+                    frame = batch.to_pandas()
+                    frame.index = pd.RangeIndex(offset, offset + len(frame))
+                    offset += len(frame)
+                    yield frame
     except DataError:
         raise
     except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
-                        where=str(path), fix="re-save the file as UTF-8") from None
+        raise DataError(f"{location} is not UTF-8 text ({error.reason} at byte {error.start})",
+                        where=location, fix="re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty", where=str(path),
+        raise DataError(f"{location} is empty", where=location,
                         fix="the file needs a header row and at least one data row") from None
+    except OSError as error:
+        raise storage.readable_error(error, location) from None
     except Exception as error:
-        raise DataError(f"could not read {path}: {type(error).__name__}: {str(error).splitlines()[0]}",
-                        where=str(path), fix="check that the file is a complete, valid CSV/Parquet file",
+        raise DataError(f"could not read {location}: {type(error).__name__}: {str(error).splitlines()[0]}",
+                        where=location, fix="check that the file is a complete, valid CSV/Parquet file",
                         ) from None
+
+
+def _text_chunks(text: str, rows: int) -> Iterator[pd.DataFrame]:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for begin in range(0, len(lines), rows):
+        part = lines[begin:begin + rows]
+        yield pd.DataFrame({"text": part}, index=pd.RangeIndex(begin, begin + len(part)))
 
 
 def check_columns(columns: list[str], spec: DataSpec, where: str) -> None:
@@ -260,13 +256,13 @@ class BatchReader:
             for begin in range(0, max(len(source), 1), self.chunk_rows):
                 yield source.iloc[begin:begin + self.chunk_rows], "the DataFrame"
             return
-        for path in input_files(source):
+        for location in input_files(source):
             empty = True
-            for frame in read_chunks(path, self.chunk_rows):
+            for frame in read_chunks(location, self.chunk_rows):
                 empty = False
-                yield frame, str(path)
+                yield frame, location
             if empty:
-                raise DataError(f"{path} has no data rows", where=str(path),
+                raise DataError(f"{location} has no data rows", where=location,
                                 fix="the file needs at least one row")
 
     def chunks(self, source: str | Path | pd.DataFrame) -> Iterator[Chunk]:
@@ -295,7 +291,7 @@ class BatchReader:
     def _series(self, frame: pd.DataFrame, where: str, stream: WindowStream) -> Chunk:
         from seqmodels.data.series import series_schema, time_dtype  # series' contract
 
-        name = Path(where).stem if where != "the DataFrame" else "series"
+        name = storage.stem(where) if where != "the DataFrame" else "series"
         table = canonical_form(frame, name=name, where=where).table
         check_columns(list(table.columns), self.spec, where)
         if time_dtype(table) != self.spec.time_dtype:

@@ -12,6 +12,7 @@ failure or a kill leaves the previous scores as they were.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from seqmodels import storage
 from seqmodels.checkpoints import load_exported_model, read_model_card
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.new_data import BatchReader, Examples, Steps
+from seqmodels.data.new_data import BatchReader, Examples, Steps, input_files
 from seqmodels.data.registry import modality
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.tables import fixed_list, parquet_write_options
@@ -97,21 +99,36 @@ class Detection:
 
 def score_batch(cfg: Config, source: str, model_dir: Path, target: str,
                 provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score `source` with the detector in `model_dir` into `target`; returns the manifest."""
+    """Score `source` with the detector in `model_dir` into `target` (a folder, or an s3://
+    URI: scored into a local folder first, then published there manifest last); returns the
+    manifest."""
     detection = Detection.load(model_dir)
+    if not storage.is_uri(target):
+        return _score_into(cfg, source, detection, Path(target), provenance)
+    with tempfile.TemporaryDirectory(prefix="seqmodels-score-") as folder:
+        local = Path(folder) / "scores"
+        manifest = _score_into(cfg, source, detection, local, provenance)
+        storage.publish_remote(local, target)
+    print(f"published {local.name} to {target}")
+    return manifest
+
+
+def _score_into(cfg: Config, source: str, detection: Detection, target: Path,
+                provenance: dict[str, Any] | None) -> dict[str, Any]:
     reader = BatchReader(detection.spec, detection.scaler, vocab=detection.card.get("vocab"))
     clean_stale_staging(target)
     with publishing(target) as staging, tempfile.TemporaryDirectory(
-            prefix=f".{Path(target).name}.inputs-", dir=Path(target).parent) as scratch:
+            prefix=f".{target.name}.inputs-", dir=target.parent) as scratch:
         windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detection.spec)
-        predict_to_parquet(cfg, model_dir, windows, staging / WINDOWS_DIR,
+        predict_to_parquet(cfg, detection.directory, windows, staging / WINDOWS_DIR,
                            write_reconstructions=cfg.score.write_reconstructions,
                            threshold=detection.thresholds.window.value)
         rows = check_outputs(staging / WINDOWS_DIR, detection, cfg.score.write_reconstructions,
                              pq.ParquetFile(windows).metadata.num_rows)
         step_rows = (write_steps(staging, steps, lengths, detection) if steps is not None else None)
         manifest = build_manifest(
-            model={"path": str(model_dir), "sha256": hash_path(model_dir), **(provenance or {})},
+            model={"path": str(detection.directory), "sha256": hash_path(detection.directory),
+                   **(provenance or {})},
             input={"path": str(source), "sha256": hash_inputs(source), "rows": reader.rows},
             threshold=detection.thresholds.to_dict(), params=cfg.to_dict(), rows=rows, steps=step_rows,
             flagged=count_flags(staging), schema=pads.dataset(staging / WINDOWS_DIR).schema.to_string(
@@ -251,6 +268,12 @@ def _true_count(directory: Path) -> int:
 
 
 def hash_inputs(source: str) -> str:
-    """sha256 of the input file or folder (what was scored, for the manifest)."""
-    return hash_path(source)
+    """sha256 over the input files' names and contents, local or remote (what was scored)."""
+    digest = hashlib.sha256()
+    for location in input_files(source):
+        digest.update(storage.stem(location).encode())
+        with storage.open_input(location) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
