@@ -13,6 +13,7 @@ import yaml
 
 from seqmodels.versions import read_outputs
 from tests.conftest import copy_project
+from tests.test_docs import python_blocks, run_blocks
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -105,6 +106,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
                                   scored["score"])
     missing = sh("seqmodels", "outputs", "read", "--rev", "no-such-rev", cwd=repo_copy, check=False)
     assert missing.returncode == 2 and "no-such-rev" in missing.stderr and "Traceback" not in missing.stderr
+    run_blocks(python_blocks(), repo_copy)  # the README's Python examples, as written, on these outputs
 
 
 def commit(repo, message):
