@@ -1,8 +1,9 @@
 """Model quality against a PCA baseline of the same latent size, on real bundled data.
 
-Runs the library's one training loop in-process (plain PyTorch, no Ray: the same code each
-Ray worker runs) with the same seeded splits the pipeline uses, then scores the held-out
-split. Prints a table per group and writes benchmarks/results/quality.json.
+Fits each case with seqmodels.detector.Detector: the library's one training loop in-process
+(plain PyTorch, no Ray: the same code each Ray worker runs), the best validation epoch kept
+as the pipeline keeps it, on the same seeded splits the pipeline uses; then scores the
+held-out split. Prints a table per group and writes benchmarks/results/quality.json.
 
 The kdd135/ and synthetic/ cases score every time step of a long series (data.split.by: time,
 point labels): the model's per-window scores and per-step errors are folded into one score per
@@ -37,6 +38,7 @@ from synthetic_anomalies import (  # a sibling script: benchmarks/ is sys.path[0
 
 from seqmodels.config import config_from_mapping
 from seqmodels.data.build import build_examples
+from seqmodels.detector import Detector
 from seqmodels.evaluation import (
     auroc,
     evaluate_tokens,
@@ -44,17 +46,9 @@ from seqmodels.evaluation import (
     pca_scores,
     pca_step_errors,
 )
-from seqmodels.models import build_model
 from seqmodels.periods import dominant_period
 from seqmodels.point_metrics import point_metrics
 from seqmodels.timeline import aggregate_windows
-from seqmodels.training import (
-    fit,
-    in_memory_batches,
-    make_optimizer,
-    make_scheduler,
-    seed_everything,
-)
 
 RESULTS = Path(__file__).parent / "results" / "quality.json"
 GUNPOINT = {"data": {"source": "gunpoint"}, "train": {"workers": 1}}  # + params.yaml defaults
@@ -122,7 +116,7 @@ CASES |= {f"synthetic/{family.removeprefix('kdd135/')}/{kind}": {**CASES[family]
 
 
 _SYNTHETIC: list[tempfile.TemporaryDirectory] = []  # the synthetic series, written once a run
-_TRAINED: dict[str, tuple[dict, float, torch.Tensor]] = {}  # training key -> (weights, seconds, train x)
+_TRAINED: dict[str, tuple[Detector, float, np.ndarray]] = {}  # training key -> (detector, seconds, train x)
 
 
 def synthetic_files() -> Path:
@@ -149,32 +143,24 @@ def resolve(overrides: dict) -> dict:
     return overrides
 
 
-def train_model(cfg, spec, tensors: dict, split: np.ndarray, reuse_key: str | None = None):
-    """(trained model, training seconds). With reuse_key, a model trained earlier in this run
-    under the same key is reused (its training windows are checked to be the same)."""
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, spec)
-    train = split == "train"
+def train_detector(cfg, prepared, reuse_key: str | None = None) -> tuple[Detector, float]:
+    """(detector fitted in-process, training seconds): seqmodels.detector.Detector, the library's
+    one training loop with the pipeline's model selection (best validation epoch). With
+    reuse_key, a detector trained earlier in this run under the same key is reused (its
+    training windows are checked to be the same)."""
+    examples = prepared.examples
+    train_x = np.stack(examples.loc[examples["split"] == "train", "x"].to_numpy())
     if reuse_key in _TRAINED:
-        weights, seconds, train_x = _TRAINED[reuse_key]
-        if not torch.equal(train_x, tensors["x"][torch.from_numpy(train)]):
+        detector, seconds, trained_on = _TRAINED[reuse_key]
+        if not np.array_equal(train_x, trained_on):
             raise RuntimeError(f"{reuse_key}: the training windows differ from the reused model's")
-        model.load_state_dict(weights)
-        return model, seconds
-
-    def subset(mask):
-        return {k: v[torch.from_numpy(mask)] for k, v in tensors.items()}
-
-    optimizer, started = make_optimizer(model, cfg.train), time.perf_counter()
-    fit(model, optimizer, make_scheduler(optimizer, cfg.train),
-        in_memory_batches(subset(train), cfg.train.batch_size, shuffle=True, seed=cfg.seed),
-        in_memory_batches(subset(split == "val"), cfg.train.batch_size, shuffle=False),
-        cfg.train, cfg.model, device=torch.device("cpu"), log=None)
+        return detector, seconds
+    started = time.perf_counter()
+    detector = Detector.fit_prepared(prepared, cfg)
     seconds = time.perf_counter() - started
     if reuse_key is not None:
-        _TRAINED[reuse_key] = ({k: v.clone() for k, v in model.state_dict().items()}, seconds,
-                               tensors["x"][torch.from_numpy(train)])
-    return model, seconds
+        _TRAINED[reuse_key] = (detector, seconds, train_x)
+    return detector, seconds
 
 
 def window_label_fraction(table: pd.DataFrame, series_id: np.ndarray, start: np.ndarray,
@@ -238,8 +224,8 @@ def run_case(name: str, overrides: dict) -> dict:
     # The synthetic cases share one training series: one model for all of them.
     reuse = (json.dumps({k: v for k, v in overrides.items() if k != "synthetic"}, sort_keys=True)
              if "synthetic" in overrides else None)
-    model, seconds = train_model(cfg, spec, tensors, split, reuse)
-    model.eval()
+    detector, seconds = train_detector(cfg, prepared, reuse)
+    model = detector.model
     if spec.timeline:
         return {"case": name, "train_seconds": round(seconds, 1), "latent_dim": cfg.model.latent_dim,
                 "points": point_figures(model, tensors, prepared, cfg)}

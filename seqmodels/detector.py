@@ -84,6 +84,13 @@ class Detector:
                 data.to_parquet(source, index=False)
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(source)})})
             prepared = build_examples(cfg)
+        return cls.fit_prepared(prepared, cfg, log=log)
+
+    @classmethod
+    def fit_prepared(cls, prepared: PreparedData, cfg: Config, *,
+                     log: Callable[[str], None] | None = None) -> Detector:
+        """`fit` on examples already prepared (seqmodels.data.build.build_examples(cfg)), for
+        callers that also need the prepared data, e.g. benchmarks measuring on its splits."""
         model = train_in_process(cfg, prepared, log)
         card = {"model": cfg.model.model_dump(mode="json"), "data_spec": prepared.spec.to_dict(),
                 "seed": cfg.seed, "scaler": prepared.artifacts.get(SCALER_FILE),

@@ -299,3 +299,18 @@ def test_an_s3_prefix_is_scored_into_s3_and_a_dropped_upload_keeps_the_last_scor
     assert "the previously published version is unchanged" in ours
     assert storage.read_remote_manifest(target) == manifest
     assert published("windows").equals(windows)
+
+
+def test_windows_read_in_many_tasks_come_back_in_input_order(trained, tmp_path, cli, monkeypatch):
+    """A read-task budget of 2 KiB cuts the batch's model inputs into dozens of read tasks;
+    the per-step scores need the windows back in input order (series after series)."""
+    monkeypatch.setenv("RAY_DATA_PARQUET_BIN_PACKING_BYTES", "2048")
+    source = new_batch(tmp_path / "new.csv", n_series=12, length=120, seed=7)
+    code, err = cli("score", "--params", str(write_params(trained, tmp_path / "p.yaml")), "--input",
+                    str(source), "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    inputs = pq.read_table(tmp_path / "out/windows", columns=["window_id"]).column(0).to_numpy()
+    assert (np.diff(inputs) == 1).all()
+    expected = Detector.load(trained.paths.detector).score(source)
+    np.testing.assert_allclose(pq.read_table(tmp_path / "out/steps").column("score"), expected.steps["score"],
+                               rtol=1e-6)

@@ -13,6 +13,7 @@ failure or a kill leaves the previous scores as they were.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from seqmodels.data.registry import modality
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.tables import fixed_list, parquet_write_options
 from seqmodels.distributed.infer import predict_to_parquet
+from seqmodels.distributed.runtime import INFER_READER_ENV
 from seqmodels.errors import DataError
 from seqmodels.publish import (
     MANIFEST,
@@ -48,6 +50,7 @@ from seqmodels.timeline import series_in_order
 
 WINDOWS_DIR, STEPS_DIR = "windows", "steps"
 STEP_ROW_GROUP = 1 << 20
+BIN_BYTES_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
 
 
 def run(cfg: Config, batch: str) -> None:
@@ -124,7 +127,7 @@ def _score_into(cfg: Config, source: str, detection: Detection, target: Path,
                            write_reconstructions=cfg.score.write_reconstructions,
                            threshold=detection.thresholds.window.value)
         rows = check_outputs(staging / WINDOWS_DIR, detection, cfg.score.write_reconstructions,
-                             pq.ParquetFile(windows).metadata.num_rows)
+                             pads.dataset(windows, format="parquet").count_rows())
         step_rows = (write_steps(staging, steps, lengths, detection) if steps is not None else None)
         manifest = build_manifest(
             model={"path": str(detection.directory), "sha256": hash_path(detection.directory),
@@ -145,24 +148,22 @@ def write_model_inputs(reader: BatchReader, source: str, scratch: Path,
     """The batch's model inputs (and, for series, its steps) as Parquet in `scratch`,
     written chunk by chunk; the series' lengths."""
     windows_path, steps_path = scratch / "inputs.parquet", scratch / "steps.parquet"
-    inputs = steps = None
+    inputs, steps = InputFile(windows_path, spec.input_dim), None
     next_id = 0
     try:
         for chunk in reader.chunks(source):
             for examples in chunk.examples:
-                table = examples_table(examples, spec, next_id)
+                inputs.write(examples_table(examples, spec, next_id))
                 next_id += len(examples)
-                inputs = inputs or _writer(windows_path, table.schema)
-                inputs.write_table(table)
             if chunk.steps is not None and len(chunk.steps.t):
                 table = steps_table(chunk.steps)
                 steps = steps or _writer(steps_path, table.schema)
                 steps.write_table(table)
     finally:
-        for writer in (inputs, steps):
-            if writer is not None:
-                writer.close()
-    if inputs is None:
+        inputs.close()
+        if steps is not None:
+            steps.close()
+    if not inputs.written:
         raise DataError(f"{source} holds no data to score", where=str(source),
                         fix="point --input at files with at least one full window of rows")
     return windows_path, steps_path if steps is not None else None, reader.lengths
@@ -170,6 +171,49 @@ def write_model_inputs(reader: BatchReader, source: str, scratch: Path,
 
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, **parquet_write_options(schema))
+
+
+class InputFile:
+    """The batch's model inputs in one Parquet file of row groups each bigger than a Ray
+    Data read task's budget (the last one smaller).
+
+    The per-step scores need the outputs in input order (a series' windows, then the next
+    series'). Ray Data 2.60's V2 Parquet reader packs row groups into read tasks online and
+    emits a bin of small row groups only when it fills, or at the end: a 1M-window input of
+    8 MiB row groups came back starting at its 9th. A row group larger than a bin gets a
+    read task of its own at once, so these come back in file order, and a read task's
+    memory stays one row group.
+    """
+
+    def __init__(self, path: Path, input_dim: int) -> None:
+        budget = int(os.environ.get(BIN_BYTES_ENV, INFER_READER_ENV[BIN_BYTES_ENV]))
+        self.path, self.rows = path, budget // (4 * input_dim) + 1  # `x` alone exceeds the budget
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._held = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._held += table.num_rows
+        while self._held >= self.rows:
+            self._flush(self.rows)
+
+    def close(self) -> None:
+        if self._held:
+            self._flush(self._held)
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def written(self) -> bool:
+        return self._writer is not None
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self._pending)
+        self._writer = self._writer or _writer(self.path, table.schema)
+        self._writer.write_table(table.slice(0, rows), row_group_size=rows)
+        rest = table.slice(rows)
+        self._pending, self._held = ([rest] if rest.num_rows else []), rest.num_rows
 
 
 def examples_table(examples: Examples, spec: DataSpec, first_id: int) -> pa.Table:
