@@ -10,6 +10,7 @@ rows in the same order, byte for byte.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,14 @@ import torch
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.data.tables import fixed_list, parquet_write_options, vectors
-from seqmodels.distributed.runtime import batch_inference, multi_node, preflight, ray_data_path
+from seqmodels.distributed.runtime import (
+    actor_pool_args,
+    batch_inference,
+    logged_progress,
+    multi_node,
+    preflight,
+    ray_data_path,
+)
 
 if TYPE_CHECKING:  # Ray itself is imported where it runs: Predictor works without it
     from ray.data import Datasink
@@ -147,16 +155,22 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path) -
     import ray.data
 
     spread = multi_node()
-    dataset = ray.data.read_parquet(ray_data_path(input_path))
-    predictions = dataset.map_batches(
-        Predictor,
-        fn_constructor_kwargs={"model": model_source(model_dir, ship_files=spread),
-                               "use_gpu": cfg.infer.use_gpu,
-                               "write_reconstructions": cfg.infer.write_reconstructions},
-        batch_size=cfg.infer.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency),
-        num_cpus=1,
-        num_gpus=1 if cfg.infer.use_gpu else 0,
-    )
+    dataset = logged_progress(ray.data.read_parquet(ray_data_path(input_path)))
+    with warnings.catch_warnings():
+        # max_restarts (actor_pool_args) has no named parameter in Ray 2.60, only the
+        # **ray_remote_args that Ray deprecates for 2.64; pyproject pins ray < 2.61.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated",
+                                category=DeprecationWarning)
+        predictions = dataset.map_batches(
+            Predictor,
+            fn_constructor_kwargs={"model": model_source(model_dir, ship_files=spread),
+                                   "use_gpu": cfg.infer.use_gpu,
+                                   "write_reconstructions": cfg.infer.write_reconstructions},
+            batch_size=cfg.infer.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency),
+            num_cpus=1,
+            num_gpus=1 if cfg.infer.use_gpu else 0,
+            **actor_pool_args(cfg.ray),
+        )
     predictions.write_datasink(ordered_parquet_sink(output_dir, pin_to_driver=spread))
