@@ -145,6 +145,10 @@ class RayConfig(Section):
         1024, gt=0, description="Cap on the object-store memory Ray Data keeps in flight, so a "
         "streaming run's memory does not grow with the number of rows."
     )
+    progress_interval_s: float | None = Field(
+        10.0, gt=0, description="Off a terminal (DVC, CI, a log file), where Ray Data draws no "
+        "progress bars, batch inference prints a progress line at most this often; null: none."
+    )
 
     @property
     def resolved_address(self) -> str | None:

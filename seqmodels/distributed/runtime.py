@@ -9,6 +9,12 @@ Every Ray Data setting of the project is here, one context manager per purpose:
 `training_ingest` and `batch_inference` apply that purpose's settings to Ray Data's
 DataContext and restore them on exit. The measurements behind the values are in
 docs/performance.md.
+
+The console of a stage shows the stage's own lines and real problems only: what Ray 2.60
+prints there that is neither (a token-auth notice, a restart warning for actors that are
+never restarted, "Progress bars disabled", deprecation warnings about Ray's own calls) is
+removed at its cause below where the cause is a setting of ours, and filtered by its exact
+text where Ray raises it about itself.
 """
 
 from __future__ import annotations
@@ -16,14 +22,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from seqmodels.config import Config, RayConfig
 from seqmodels.errors import ConfigError, SeqmodelsError
+
+if TYPE_CHECKING:  # Ray itself is imported where it runs
+    from ray.data import Dataset
 
 # Ray's processes need these malloc settings: without them glibc churns mmap for each
 # batch's tensors and a worker thread's own arena undoes that (training and inference
@@ -38,6 +49,19 @@ INFER_BLOCK_BYTES = 8 << 20
 # per read task (a read task's memory follows what it reads). A user's own value wins.
 INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
                     "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(64 << 20)}
+# Only for a local Ray (one machine, which nothing drains): Ray Train's preemption watcher
+# polls for nodes a cluster is draining, and each worker group's watcher actor is created
+# with the workers' handles as arguments and max_restarts=-1, which Ray's core worker logs at
+# ERROR level ("has constructor arguments in the object store and max_restarts > 0").
+LOCAL_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# Deprecation warnings Ray 2.60 raises about its own calls, as (message, module) regexes:
+# DataContext's dataclass __init__ assigns its deprecated fields, so every new context warns;
+# Ray Train's DataConfig.default_ingest_options passes exclude_resources to ExecutionOptions.
+RAY_OWN_DEPRECATIONS = (
+    (r"`(use_push_based_shuffle|use_polars|use_arrow_tensor_v2)` is deprecated", r"ray\.data\.context"),
+    (r"`ExecutionOptions\.exclude_resources` is deprecated",
+     r"ray\.data\._internal\.execution\.interfaces\.execution_options"),
+)
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -46,6 +70,7 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
+    quiet_ray_deprecations()
     env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s),
                 **WORKER_MALLOC}
@@ -78,12 +103,57 @@ def _start_local(cfg: RayConfig) -> None:
     variables set by init_ray through the raylet's environment instead."""
     import ray
 
+    for name, value in LOCAL_ENV.items():
+        os.environ.setdefault(name, value)
+    local_token_auth()
     store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
     # The dashboard process serves the state API that Ray Train's placement-group cleaner
     # polls; bound to loopback only.
     ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
              include_dashboard=True, dashboard_host="127.0.0.1",
              logging_level=cfg.log_level, logging_config=ray.LoggingConfig(log_level=cfg.log_level))
+
+
+def local_token_auth() -> None:
+    """Token authentication for a local Ray, with a token of this process's own.
+
+    Ray 2.60 turns token auth on for a new local Ray when RAY_AUTH_MODE is unset, and logs a
+    WARNING saying so; it stays quiet when the mode is set. Set here, explicitly, with a
+    random token in RAY_AUTH_TOKEN (the first of Ray's documented token sources), which the
+    raylet and every worker inherit: Ray's own default would instead write a token into
+    ~/.ray/auth_token, a file that outlives the run and that Ray creates with the umask's
+    permissions (readable by every user, usually). A mode, token or token file the user set
+    (RAY_AUTH_MODE, RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) is theirs and is kept.
+
+    Ray reads the mode into its C++ config once, when `ray` is imported, and caches the
+    token at its first use; ray.init reads neither again. Changed after the import, both
+    are refreshed here as Ray does when it turns token auth on itself (in its
+    authentication_token_setup), or else the driver would call its own GCS without a token.
+    """
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import Config as RayCoreConfig
+    except ImportError:  # a Ray without token auth, or another layout: its defaults apply
+        return
+    added = {}
+    if "RAY_AUTH_MODE" not in os.environ:
+        added["RAY_AUTH_MODE"] = "token"
+    if (os.environ.get("RAY_AUTH_MODE", "token").lower() == "token"
+            and not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))):
+        added["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # 256 bits, as `ray get-auth-token --generate`
+    if not added:
+        return
+    os.environ.update(added)
+    RayCoreConfig.initialize("")  # the config first: a reload must never see token mode without the token
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def quiet_ray_deprecations() -> None:
+    """Hide the deprecation warnings Ray raises about its own calls (RAY_OWN_DEPRECATIONS),
+    matched by message and by the Ray module they are raised from, so a deprecated call of
+    ours still warns. Python keeps one copy of a filter added again."""
+    for message, module in RAY_OWN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning, module=module)
 
 
 def preflight(cfg: Config, purpose: Literal["train", "infer"]) -> None:
@@ -172,6 +242,7 @@ def data_settings(settings: DataSettings) -> Iterator[None]:
     settings never leak into another's."""
     from ray.data import DataContext
 
+    quiet_ray_deprecations()  # the first get_current() builds the context, which warns
     context = DataContext.get_current()
     options = context.execution_options
     saved = {name: getattr(context, name) for name in _CONTEXT_FIELDS}
@@ -197,7 +268,7 @@ def _apply(context: Any, settings: DataSettings) -> None:
     # The driver's logger may predate RAY_DATA_LOG_LEVEL; a console setting, kept after exit.
     logging.getLogger("ray.data").setLevel(settings.log_level)
     context.execution_options.preserve_order = True  # deterministic output order
-    context.enable_progress_bars = sys.stderr.isatty()
+    context.enable_progress_bars = progress_bars_shown()  # while Datasets are planned: see logged_progress
     context.use_datasource_v2 = settings.datasource_v2
     if settings.max_block_bytes is not None:
         context.target_max_block_size = settings.max_block_bytes
@@ -208,6 +279,59 @@ def _apply(context: Any, settings: DataSettings) -> None:
     # e.g. no GPU at all for a GPU predictor).
     context.execution_options.resource_limits = ExecutionResources.for_limits(
         cpu=settings.cpu_limit, object_store_memory=memory)
+
+
+def progress_bars_shown() -> bool:
+    """Whether Ray Data draws its progress bars: on a terminal only (they go to stderr).
+    Elsewhere (DVC, CI, a log file) long runs print seqmodels.progress lines instead."""
+    return sys.stderr.isatty()
+
+
+def logged_progress(dataset: Dataset) -> Dataset:
+    """`dataset`, set to log its progress off a terminal rather than to switch it off.
+
+    Ray Data with progress off logs "Progress bars disabled" (WARNING) once in every
+    process that runs a Dataset: this driver, and Ray Train's SplitCoordinator actors,
+    where no filter of ours runs. With progress on while stdout is not a terminal, a run
+    picks Ray's logging progress manager, whose records are INFO, below ray.log_level's
+    WARNING default, and use_ray_tqdm off makes a worker pick the same rather than draw
+    bars on this console. Set on the Dataset's own context (its transformations share it),
+    after the read is planned: planning (Parquet sampling, file listing) draws bars of its
+    own whenever progress is on, and ran with it off (data_settings).
+    """
+    if not progress_bars_shown():
+        dataset.context.enable_progress_bars = True
+        dataset.context.use_ray_tqdm = False
+    return dataset
+
+
+def actor_pool_args(cfg: RayConfig) -> dict[str, Any]:
+    """Remote args for a Ray Data actor pool (the predictors): on a local Ray, no restarts.
+
+    Ray Data restarts a dead map actor forever and retries its tasks forever
+    (max_restarts=-1, max_task_retries=-1) to outlive a lost node, which one machine cannot
+    lose. There a dead predictor is a crash or an out-of-memory kill, and a predictor that
+    crashes on a batch was restarted and retried without end; with no restarts the stage
+    fails at once with the actor's death (ActorDiedError) and publishes nothing. Restarts on
+    also make Ray's core worker log an ERROR for every pool, since Ray Data passes each
+    actor's constructor arguments through the object store (ray-project/ray#57733). On a
+    cluster Ray Data's default stays, and with it that line.
+    """
+    return {} if cfg.resolved_address else {"max_restarts": 0}
+
+
+def train_data_config() -> Any:
+    """Ray Train's DataConfig with the execution options of the current DataContext (call it
+    inside `training_ingest`), which is what Ray Train would use anyway; given explicitly,
+    because its default, DataConfig.default_ingest_options, builds them with the deprecated
+    exclude_resources argument, and that RayDeprecationWarning comes from Ray Train's
+    DatasetManager actor, out of reach of any warnings filter of ours."""
+    import copy
+
+    from ray.data import DataContext
+    from ray.train import DataConfig
+
+    return DataConfig(execution_options=copy.deepcopy(DataContext.get_current().execution_options))
 
 
 def ray_data_path(path: str | Path) -> str:

@@ -26,7 +26,14 @@ from seqmodels.checkpoints import load_first_good, save_training_state, unwrap
 from seqmodels.config import Config
 from seqmodels.data.tables import read_spec
 from seqmodels.distributed.live import live_callback
-from seqmodels.distributed.runtime import preflight, ray_data_path, train_logging_config, training_ingest
+from seqmodels.distributed.runtime import (
+    logged_progress,
+    preflight,
+    ray_data_path,
+    train_data_config,
+    train_logging_config,
+    training_ingest,
+)
 from seqmodels.errors import ConfigError, SeqmodelsError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
@@ -158,7 +165,8 @@ def read_split(examples_path: Path | str, split: str, columns: list[str], materi
     import ray.data
     from ray.data.expressions import col
 
-    dataset = ray.data.read_parquet(ray_data_path(examples_path)).select_columns(["split", *columns])
+    dataset = logged_progress(ray.data.read_parquet(ray_data_path(examples_path)))
+    dataset = dataset.select_columns(["split", *columns])
     dataset = dataset.filter(expr=col("split") == split).select_columns(columns)
     return dataset.materialize() if materialize else dataset
 
@@ -399,6 +407,7 @@ def build_trainer(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], None]
             logging_config=train_logging_config(cfg.ray)),
         datasets={split: read_split(examples, split, spec.model_inputs, cfg.train.materialize)
                   for split in ("train", "val")},
+        dataset_config=train_data_config(),
     )
 
 

@@ -125,7 +125,7 @@ def _score_into(cfg: Config, source: str, detection: Detection, target: Path,
         windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detection.spec)
         predict_to_parquet(cfg, detection.directory, windows, staging / WINDOWS_DIR,
                            write_reconstructions=cfg.score.write_reconstructions,
-                           threshold=detection.thresholds.window.value)
+                           threshold=detection.thresholds.window.value, label="score")
         rows = check_outputs(staging / WINDOWS_DIR, detection, cfg.score.write_reconstructions,
                              pads.dataset(windows, format="parquet").count_rows())
         step_rows = (write_steps(staging, steps, lengths, detection) if steps is not None else None)
