@@ -99,8 +99,14 @@ class ScoreBatch(Section):
 BATCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+def _heldout_batch() -> dict[str, ScoreBatch]:
+    """The default batch: the test split's raw rows that prepare sets aside (spec.HELDOUT_FILE)."""
+    return {"heldout": ScoreBatch(input="data/prepared/heldout.parquet")}
+
+
 class ScoreConfig(Section):
-    batches: dict[str, ScoreBatch] = Field(default_factory=dict)
+    batches: dict[str, ScoreBatch] = Field(
+        default_factory=_heldout_batch, description="Batches of new data for the score stage, by name.")
     write_reconstructions: bool = Field(
         False, description="Also write each window's reconstruction (latents and scores always).")
 

@@ -56,7 +56,7 @@ def tiny_config(tmp_path: Path, **sections) -> Config:
             "train_live": "metrics/live", "outputs": "outputs/latents",
             "eval_metrics": "metrics/eval.json", "plots": "plots",
             "anomalies": "reports/anomalies.csv", "timeline": "outputs/timeline",
-            "events": "reports/events.csv"}.items()},
+            "events": "reports/events.csv", "scores": "outputs/scores"}.items()},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
