@@ -115,25 +115,35 @@ def main() -> None:
                                                     "concurrency": args.concurrency}}))
         score = [sys.executable, "-m", "seqmodels.cli", "score", "--params", str(params), "--model",
                  str(root / "detector")]
-        sizes = sorted({args.windows, args.memory_windows, 10 * args.memory_windows})
         inputs = {}
-        for windows in sizes:
+        for windows in sorted({args.windows, args.memory_windows, 10 * args.memory_windows}):
             inputs[windows] = root / f"series-{windows}.parquet"
             steps = write_series(inputs[windows], windows)
             print(f"wrote {windows} windows ({steps} steps)", flush=True)
 
-        detector = timed([sys.executable, "-c", DETECTOR_RUN, str(root / "detector"),
-                          str(inputs[args.windows])])
-        command = timed([*score, "--input", str(inputs[args.windows]), "--output", str(root / "out")])
-        rows = pq.ParquetDataset(root / "out" / "windows").read(columns=["score"]).num_rows
-        assert rows == args.windows, f"score wrote {rows} windows for {args.windows}"
-        result["throughput"] = {
-            "windows": args.windows,
-            "detector": {**detector, "windows_per_s": round(args.windows / detector["seconds"])},
-            "score": {**command, "windows_per_s": round(args.windows / command["seconds"])},
-        }
-        result["score_vs_detector"] = round(detector["seconds"] / command["seconds"], 3)
-        print(json.dumps(result["throughput"]), flush=True)
+        result["throughput"] = {}
+        sizes = sorted({args.windows, 10 * args.memory_windows})
+        for windows in sizes:
+            detector = timed([sys.executable, "-c", DETECTOR_RUN, str(root / "detector"),
+                              str(inputs[windows])])
+            command = timed([*score, "--input", str(inputs[windows]), "--output", str(root / "out")])
+            rows = pq.ParquetDataset(root / "out" / "windows").read(columns=["score"]).num_rows
+            assert rows == windows, f"score wrote {rows} windows for {windows}"
+            result["throughput"][str(windows)] = {
+                "detector": {**detector, "windows_per_s": round(windows / detector["seconds"])},
+                "score": {**command, "windows_per_s": round(windows / command["seconds"])},
+                "score_vs_detector": round(detector["seconds"] / command["seconds"], 3)}
+            print(windows, json.dumps(result["throughput"][str(windows)]), flush=True)
+        small, large = (result["throughput"][str(n)] for n in (sizes[0], sizes[-1]))
+        # what each side costs per window once started: the difference of the two sizes' times
+        extra = sizes[-1] - sizes[0]
+        if extra > 0:
+            result["marginal_windows_per_s"] = {
+                side: round(extra / (large[side]["seconds"] - small[side]["seconds"]))
+                for side in ("detector", "score")}
+            result["fixed_seconds"] = {
+                side: round(small[side]["seconds"] - sizes[0] / result["marginal_windows_per_s"][side], 1)
+                for side in ("detector", "score")}
 
         memory = {}
         for windows in (args.memory_windows, 10 * args.memory_windows):

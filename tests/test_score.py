@@ -59,36 +59,46 @@ def score_cli(cfg: Config, *args: str, cwd: Path = REPO, timeout: float = 300) -
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_a_new_file_is_scored_per_window_and_per_step_with_a_manifest(trained, tmp_path):
-    source = new_batch(tmp_path / "new.csv")
-    target = tmp_path / "scores"
-    result = score_cli(trained, "--input", str(source), "--output", str(target))
+@pytest.fixture(scope="module")
+def published(trained, tmp_path_factory) -> Path:
+    """One `seqmodels score` run over a folder of two files: a new batch of other series
+    (new.csv) and the training data itself (train.parquet, without its split column).
+    Later tests copy its output as "the previous good scores"."""
+    folder = tmp_path_factory.mktemp("published")
+    (folder / "in").mkdir()
+    new_batch(folder / "in" / "new.csv")
+    rows = pq.read_table(Path(trained.paths.prepared) / "series.parquet").to_pandas().drop(columns=["split"])
+    rows.to_parquet(folder / "in" / "train.parquet", index=False)
+    result = score_cli(trained, "--input", str(folder / "in"), "--output", str(folder / "scores"))
     assert result.returncode == 0, result.stderr
-    windows = pq.read_table(target / "windows").to_pandas()
-    steps = pq.read_table(target / "steps").to_pandas()
-    manifest = json.loads((target / MANIFEST).read_text())
+    return folder / "scores"
+
+
+def test_a_new_file_is_scored_per_window_and_per_step_with_a_manifest(trained, published):
+    windows = pq.read_table(published / "windows").to_pandas()
+    steps = pq.read_table(published / "steps").to_pandas()
+    manifest = json.loads((published / MANIFEST).read_text())
     threshold = manifest["threshold"]["window"]["value"]
-    assert set(windows["series_id"]) == {f"new-s{i:03d}" for i in range(4)}
+    new = windows["series_id"].str.startswith("new-")
+    assert set(windows.loc[new, "series_id"]) == {f"new-s{i:03d}" for i in range(4)}
     # window 20, stride 10 over 55 steps: starts 0..30, then one flush with the end (35)
-    assert windows.groupby("series_id")["start"].apply(list).iloc[0] == [0, 10, 20, 30, 35]
+    assert windows[new].groupby("series_id")["start"].apply(list).iloc[0] == [0, 10, 20, 30, 35]
     assert (windows["is_anomaly"] == (windows["score"] > threshold)).all()
-    assert len(steps) == 4 * 55 and steps["score"].notna().all()
+    training_rows = 24 * 40
+    assert len(steps) == 4 * 55 + training_rows and steps["score"].notna().all()
     assert manifest["rows"] == len(windows) and manifest["steps"] == len(steps)
-    assert manifest["input"]["rows"] == 4 * 55 and manifest["model"]["sha256"]
+    assert manifest["input"]["rows"] == 4 * 55 + training_rows and manifest["model"]["sha256"]
     assert manifest["flagged"]["windows"] == int(windows["is_anomaly"].sum())
     # the in-process Detector scores the same file identically
-    expected = Detector.load(trained.paths.detector).predict(source)
-    np.testing.assert_allclose(expected.windows["score"], windows["score"], rtol=1e-6)
-    np.testing.assert_allclose(expected.steps["score"], steps["score"], rtol=1e-6)
-    assert (expected.steps["is_anomaly"].to_numpy() == steps["is_anomaly"].to_numpy()).all()
+    expected = Detector.load(trained.paths.detector).predict(published.parent / "in" / "new.csv")
+    np.testing.assert_allclose(expected.windows["score"], windows.loc[new, "score"], rtol=1e-6)
+    new_steps = steps["series_id"].str.startswith("new-")
+    np.testing.assert_allclose(expected.steps["score"], steps.loc[new_steps, "score"], rtol=1e-6)
+    assert (expected.steps["is_anomaly"].to_numpy() == steps.loc[new_steps, "is_anomaly"].to_numpy()).all()
 
 
-def test_scoring_the_training_data_gives_infers_scores_for_the_same_windows(trained, tmp_path):
-    rows = pq.read_table(Path(trained.paths.prepared) / "series.parquet").to_pandas().drop(columns=["split"])
-    rows.to_parquet(tmp_path / "train.parquet", index=False)
-    result = score_cli(trained, "--input", str(tmp_path / "train.parquet"), "--output", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
-    scored = pq.read_table(tmp_path / "out/windows", columns=["series_id", "start", "score"]).to_pandas()
+def test_scoring_the_training_data_gives_infers_scores_for_the_same_windows(trained, published):
+    scored = pq.read_table(published / "windows", columns=["series_id", "start", "score"]).to_pandas()
     inferred = pq.read_table(trained.paths.outputs, columns=["series_id", "start", "score"]).to_pandas()
     joined = inferred.merge(scored, on=["series_id", "start"], suffixes=("_infer", "_score"))
     assert len(joined) == len(inferred)
@@ -127,15 +137,6 @@ BAD_INPUTS = {
     "datetimes": "column 't'",
     "split_series": "appears again",
 }
-
-
-@pytest.fixture(scope="module")
-def published(trained, tmp_path_factory) -> Path:
-    """Scores published once, copied as "the previous good output" by the bad-input tests."""
-    target = tmp_path_factory.mktemp("published") / "scores"
-    source = new_batch(target.parent / "good.csv")
-    assert score_cli(trained, "--input", str(source), "--output", str(target)).returncode == 0
-    return target
 
 
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
