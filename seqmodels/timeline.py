@@ -192,7 +192,8 @@ def aggregate_windows(series_id: np.ndarray, start: np.ndarray, score: np.ndarra
                "score": pa.array(np.asarray(score, dtype=np.float64))}
     if step_score is not None:
         columns["step_score"] = fixed_list(np.asarray(step_score))
-    per_series = aggregate_outputs([pa.RecordBatch.from_pydict(columns)], lengths, window, how)
+    # a Table: pyarrow may return a large column (10M series ids) as a ChunkedArray
+    per_series = aggregate_outputs(pa.Table.from_pydict(columns).to_batches(), lengths, window, how)
     return in_row_order(per_series, lengths)
 
 
