@@ -315,3 +315,24 @@ def test_windows_read_in_many_tasks_come_back_in_input_order(trained, tmp_path, 
     expected = Detector.load(trained.paths.detector).score(source)
     np.testing.assert_allclose(pq.read_table(tmp_path / "out/steps").column("score"), expected.steps["score"],
                                rtol=1e-6)
+
+
+def test_output_rows_past_the_first_batch_are_checked_too(tmp_path):
+    """check_values: what the Pandera contract checks per row, on whole batches."""
+    import pyarrow as pa
+
+    from seqmodels.errors import DataError
+    from seqmodels.stages.score import check_values
+
+    latent = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(6), pa.float32()), 2)
+    good = pa.record_batch({"score": pa.array([0.1, 0.2, 0.3], pa.float32()), "latent": latent})
+    check_values(good, tmp_path / "part.parquet", 0)
+    with_nan = pa.FixedSizeListArray.from_arrays(pa.array([0, 1, np.nan, 0], pa.float32()), 2)
+    nan_latent = pa.record_batch({"score": pa.array([0.1, 0.2], pa.float32()), "latent": with_nan})
+    with pytest.raises(DataError, match="latent: NaN or inf"):
+        check_values(nan_latent, tmp_path / "part.parquet", 0)
+    for column, values in (("score", [0.1, float("nan"), 0.3]), ("score", [0.1, -1.0, 0.3]),
+                           ("score", [0.1, None, 0.3])):
+        bad = pa.record_batch({column: pa.array(values, pa.float32()), "latent": latent})
+        with pytest.raises(DataError, match=r"rows 65536\.\.65538 failed its checks"):
+            check_values(bad, tmp_path / "part.parquet", 65_536)

@@ -148,17 +148,17 @@ def write_in_order(blocks: Iterable[Block], part: str,
 
 def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path, *,
                        write_reconstructions: bool | None = None, threshold: float | None = None,
-                       label: str = "infer") -> None:
+                       label: str = "infer", read_task_bytes: int | None = None) -> None:
     """Stream `input_path` through the model into Parquet parts under `output_dir`; an
     impossible predictor pool fails before Ray starts. `write_reconstructions` defaults to
     infer.write_reconstructions; with `threshold` every row is also flagged (is_anomaly).
     Off a terminal a long run prints `<label>: rows done/total, rows/s, ETA` every
-    ray.progress_interval_s (row_progress)."""
+    ray.progress_interval_s (row_progress). `read_task_bytes`: see runtime.batch_inference."""
     preflight(cfg, "infer")
     if write_reconstructions is None:
         write_reconstructions = cfg.infer.write_reconstructions
     options = {"write_reconstructions": write_reconstructions, "threshold": threshold}
-    with batch_inference(cfg.ray), row_progress(cfg, label, input_path) as rows:
+    with batch_inference(cfg.ray, read_task_bytes), row_progress(cfg, label, input_path) as rows:
         _predict(cfg, model_dir, input_path, output_dir, options, rows)
 
 

@@ -47,8 +47,8 @@ INFER_BLOCK_BYTES = 8 << 20
 # Ray Data's V2 Parquet reader takes these from the environment when a read is planned: one
 # footer-reading actor (its default, 32, took seconds to start on a small machine) and 64 MiB
 # per read task (a read task's memory follows what it reads). A user's own value wins.
-INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
-                    "RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(64 << 20)}
+READ_TASK_BYTES_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
+INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", READ_TASK_BYTES_ENV: str(64 << 20)}
 # Only for a local Ray (one machine, which nothing drains): Ray Train's preemption watcher
 # polls for nodes a cluster is draining, and each worker group's watcher actor is created
 # with the workers' handles as arguments and max_restarts=-1, which Ray's core worker logs at
@@ -221,13 +221,18 @@ def training_ingest(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
                                       memory_limit_mb=cfg.data_memory_limit_mb))
 
 
-def batch_inference(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
+def batch_inference(cfg: RayConfig,
+                    read_task_bytes: int | None = None) -> contextlib.AbstractContextManager[None]:
     """Settings for the inference pipeline. V2 Parquet reader with one footer actor: V1 reads
     a file in one task whose memory grows on a large file. No CPU cap: inference has Ray to
-    itself, and a 1-CPU cap serialised reading, the model and writing. The memory cap stays."""
+    itself, and a 1-CPU cap serialised reading, the model and writing. The memory cap stays.
+    `read_task_bytes` replaces the default read-task budget (a user's own value still wins)."""
+    env = dict(INFER_READER_ENV)
+    if read_task_bytes is not None:
+        env[READ_TASK_BYTES_ENV] = str(read_task_bytes)
     return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=True, cpu_limit=None,
                                       memory_limit_mb=cfg.data_memory_limit_mb,
-                                      max_block_bytes=INFER_BLOCK_BYTES, env=INFER_READER_ENV))
+                                      max_block_bytes=INFER_BLOCK_BYTES, env=env))
 
 
 # What data_settings changes, and so restores: DataContext fields, then its execution options'.
