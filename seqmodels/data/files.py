@@ -7,8 +7,9 @@ a file on an object store (s3://...) reads like a local one (seqmodels.storage).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
 
 import pandas as pd
@@ -44,13 +45,20 @@ def read_table_file(location: str | os.PathLike[str], bundled: Iterable[str]) ->
 
 
 def _read(location: str) -> pd.DataFrame:
-    """pandas' reader for the suffix; pandas and pyarrow raise many types for corrupt files."""
+    """pandas' reader for the suffix."""
     suffix = PurePosixPath(location).suffix.lower()
+    with read_errors(location), open_input(location) as handle:
+        if suffix == ".csv":
+            return pd.read_csv(handle, encoding="utf-8")
+        return pd.read_parquet(handle)
+
+
+@contextlib.contextmanager
+def read_errors(location: str) -> Iterator[None]:
+    """Every low-level failure of reading `location` (pandas and pyarrow raise many types for
+    corrupt files, an object store's connection may drop mid-read) as one readable DataError."""
     try:
-        with open_input(location) as handle:
-            if suffix == ".csv":
-                return pd.read_csv(handle, encoding="utf-8")
-            return pd.read_parquet(handle)
+        yield
     except DataError:
         raise
     except UnicodeDecodeError as error:
@@ -59,11 +67,12 @@ def _read(location: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{location} is empty", where=location,
                         fix="the file needs a header row and at least one data row") from None
-    except OSError as error:  # the connection to an object store dropped mid-read, ...
+    except OSError as error:
         raise readable_error(error, location) from None
     except Exception as error:
-        raise DataError(f"could not read {location}: {type(error).__name__}: {error}", where=location,
-                        fix="check that the file is a complete, valid CSV/Parquet file") from None
+        raise DataError(f"could not read {location}: {type(error).__name__}: {str(error).splitlines()[0]}",
+                        where=location, fix="check that the file is a complete, valid CSV/Parquet file",
+                        ) from None
 
 
 def feature_columns(frame: pd.DataFrame, requested: list[str] | None) -> list[str]:

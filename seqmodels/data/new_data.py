@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from seqmodels import storage
 from seqmodels.data import schemas
-from seqmodels.data.files import RESERVED_COLUMNS
+from seqmodels.data.files import RESERVED_COLUMNS, read_errors
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.series_files import canonical_form
 from seqmodels.errors import CheckpointError, DataError
@@ -79,34 +79,19 @@ def read_chunks(location: str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]
     """The file's rows, `rows` at a time; the index counts data rows from 0 across chunks, so
     validation messages name the file's own row numbers."""
     suffix = Path(location).suffix.lower()
-    try:
-        with storage.open_input(location) as handle:
-            if suffix == ".txt":
-                yield from _text_chunks(handle.read().decode("utf-8"), rows)
-            elif suffix == ".csv":
-                with pd.read_csv(handle, encoding="utf-8", chunksize=rows) as reader:
-                    yield from reader
-            else:
-                offset = 0
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
-                    frame = batch.to_pandas()
-                    frame.index = pd.RangeIndex(offset, offset + len(frame))
-                    offset += len(frame)
-                    yield frame
-    except DataError:
-        raise
-    except UnicodeDecodeError as error:
-        raise DataError(f"{location} is not UTF-8 text ({error.reason} at byte {error.start})",
-                        where=location, fix="re-save the file as UTF-8") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{location} is empty", where=location,
-                        fix="the file needs a header row and at least one data row") from None
-    except OSError as error:
-        raise storage.readable_error(error, location) from None
-    except Exception as error:
-        raise DataError(f"could not read {location}: {type(error).__name__}: {str(error).splitlines()[0]}",
-                        where=location, fix="check that the file is a complete, valid CSV/Parquet file",
-                        ) from None
+    with read_errors(location), storage.open_input(location) as handle:
+        if suffix == ".txt":
+            yield from _text_chunks(handle.read().decode("utf-8"), rows)
+        elif suffix == ".csv":
+            with pd.read_csv(handle, encoding="utf-8", chunksize=rows) as reader:
+                yield from reader
+        else:
+            offset = 0
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
+                frame = batch.to_pandas()
+                frame.index = pd.RangeIndex(offset, offset + len(frame))
+                offset += len(frame)
+                yield frame
 
 
 def _text_chunks(text: str, rows: int) -> Iterator[pd.DataFrame]:
