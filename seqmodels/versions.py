@@ -30,14 +30,19 @@ DEFAULT_PATH = "outputs/latents"
 def _revision(rev: str | None, repo: str | None, path: str) -> Iterator[Any]:
     """DVC's filesystem at `rev`, with its failures turned into one readable error.
 
-    DVC resolves the revision lazily, so an unknown one surfaces on first access."""
+    DVC resolves the revision lazily, so an unknown one surfaces on first access. The
+    filesystem is closed on the way out: left to the interpreter's exit, its repository's
+    threads aborted the process ("terminate called without an active exception") in about
+    one run in three, after the data had been read."""
     from dvc.exceptions import DvcException
     from dvc.scm import SCMError
 
+    fs = None
     try:
         from dvc.api import DVCFileSystem
 
-        yield DVCFileSystem(repo or ".", rev=rev)
+        fs = DVCFileSystem(repo or ".", rev=rev)
+        yield fs
     except (SCMError, DvcException) as error:
         raise SeqmodelsError(f"cannot open revision {rev or 'workspace'} of {repo or 'this repository'}: "
                              f"{error}", where=f"--rev {rev}",
@@ -47,6 +52,9 @@ def _revision(rev: str | None, repo: str | None, path: str) -> Iterator[Any]:
                              where=f"{path}@{rev or 'workspace'}",
                              fix="check the path and revision (git log dvc.lock); if the revision has "
                              "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`") from None
+    finally:
+        if fs is not None:
+            fs.close()
 
 
 def fetch_directory(path: str, target: Path, *, rev: str | None = None,

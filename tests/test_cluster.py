@@ -120,7 +120,7 @@ def test_train_job_spreads_workers_over_both_nodes_and_comes_home(live_cluster, 
     assert train["epochs_run"] == 4
     # The fetched model is usable here, without Ray: it reconstructs the training windows
     # better than chance and its outputs are finite.
-    model, _, _ = load_exported_model(project / "models/latest")
+    model, _, _ = load_exported_model(project / "models/trained")
     windows = pq.read_table(project / "data/prepared/examples.parquet").to_pandas()
     x = {"x": torch.from_numpy(np.stack(windows.loc[windows["split"] == "train", "x"]))}
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_train_job_spreads_workers_over_both_nodes_and_comes_home(live_cluster, 
 
 
 def test_multi_node_inference_equals_single_node(live_cluster, project):
-    if not (project / "models/latest").exists():
+    if not (project / "models/trained").exists():
         pytest.skip("needs the model of the train job test")
     outputs = {}
     for name, address in (("single", None), ("cluster", live_cluster.gcs_address)):
