@@ -122,7 +122,7 @@ class Detector:
     def score(self, data: pd.DataFrame | str | Path) -> Scores:
         """Anomaly scores of new data (higher = more anomalous), per window and, for series,
         per time step. The data is validated against the model first."""
-        reader = BatchReader(self.spec, self.scaler, vocab=self.card.get("vocab"))
+        reader = self.reader()
         parts, steps = [], []
         for chunk in reader.chunks(data):
             parts.extend(self._score_examples(examples) for examples in chunk.examples)
@@ -132,6 +132,10 @@ class Detector:
         if self.spec.kind != "series":
             return Scores(windows.drop(columns=["step_score"], errors="ignore"))
         return Scores(windows.drop(columns=["step_score"], errors="ignore"), self._steps(windows, steps))
+
+    def reader(self) -> BatchReader:
+        """New data as this detector's inputs: its features, scaler (or vocabulary) and windowing."""
+        return BatchReader(self.spec, self.scaler, vocab=self.card.get("vocab"))
 
     def predict(self, data: pd.DataFrame | str | Path) -> Scores:
         """`score` plus `is_anomaly` (score > the threshold fitted on validation scores)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from seqmodels import storage
-from seqmodels.checkpoints import load_exported_model, read_model_card
 from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.new_data import BatchReader, Examples, Steps, input_files
 from seqmodels.data.registry import modality
-from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.tables import fixed_list, parquet_write_options
+from seqmodels.detector import Detector
 from seqmodels.distributed.infer import predict_to_parquet
 from seqmodels.distributed.runtime import READ_TASK_BYTES_ENV
 from seqmodels.errors import DataError
@@ -45,7 +43,6 @@ from seqmodels.publish import (
     write_json_atomic,
 )
 from seqmodels.spec import DataSpec
-from seqmodels.thresholds import Thresholds, read_thresholds
 from seqmodels.timeline import series_in_order
 
 WINDOWS_DIR, STEPS_DIR = "windows", "steps"
@@ -76,67 +73,41 @@ def score_with(cfg: Config, source: str, target: str, *, model: str | None = Non
                                                                    "repo_path": cfg.paths.detector})
 
 
-@dataclass
-class Detection:
-    """What scoring needs of a detector folder (checked before any data is read)."""
-
-    directory: Path
-    spec: DataSpec
-    card: dict[str, Any]
-    thresholds: Thresholds
-    predicted_classes: int  # a classifier head's classes (its outputs have predicted_class)
-
-    @classmethod
-    def load(cls, directory: Path) -> Detection:
-        model, _, spec = load_exported_model(directory)  # corrupt weights or card fail here
-        return cls(directory, spec, read_model_card(directory), read_thresholds(directory),
-                   model.predicted_classes)
-
-    @property
-    def scaler(self) -> StandardScaler | None:
-        raw = self.card.get("scaler")
-        return StandardScaler.from_dict(raw) if raw else None
-
-    @property
-    def point_score(self) -> str:
-        return self.card["model"].get("point_score", "window")
-
-
 def score_batch(cfg: Config, source: str, model_dir: Path, target: str,
                 provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score `source` with the detector in `model_dir` into `target` (a folder, or an s3://
     URI: scored into a local folder first, then published there manifest last); returns the
     manifest."""
-    detection = Detection.load(model_dir)
+    detector = Detector.load(model_dir)  # a broken folder fails before any data is read
     if not storage.is_uri(target):
-        return _score_into(cfg, source, detection, Path(target), provenance)
+        return _score_into(cfg, source, detector, model_dir, Path(target), provenance)
     with tempfile.TemporaryDirectory(prefix="seqmodels-score-") as folder:
         local = Path(folder) / "scores"
-        manifest = _score_into(cfg, source, detection, local, provenance)
+        manifest = _score_into(cfg, source, detector, model_dir, local, provenance)
         storage.publish_remote(local, target)
     print(f"published {local.name} to {target}")
     return manifest
 
 
-def _score_into(cfg: Config, source: str, detection: Detection, target: Path,
+def _score_into(cfg: Config, source: str, detector: Detector, model_dir: Path, target: Path,
                 provenance: dict[str, Any] | None) -> dict[str, Any]:
-    reader = BatchReader(detection.spec, detection.scaler, vocab=detection.card.get("vocab"))
+    reader = detector.reader()
     clean_stale_staging(target)
     with publishing(target) as staging, tempfile.TemporaryDirectory(
             prefix=f".{target.name}.inputs-", dir=target.parent) as scratch:
-        windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detection.spec)
-        predict_to_parquet(cfg, detection.directory, windows, staging / WINDOWS_DIR,
+        windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detector.spec)
+        predict_to_parquet(cfg, model_dir, windows, staging / WINDOWS_DIR,
                            write_reconstructions=cfg.score.write_reconstructions,
-                           threshold=detection.thresholds.window.value, label="score",
+                           threshold=detector.thresholds.window.value, label="score",
                            read_task_bytes=READ_TASK_BYTES)
-        rows = check_outputs(staging / WINDOWS_DIR, detection, cfg.score.write_reconstructions,
+        rows = check_outputs(staging / WINDOWS_DIR, detector, cfg.score.write_reconstructions,
                              pads.dataset(windows, format="parquet").count_rows())
-        step_rows = (write_steps(staging, steps, lengths, detection) if steps is not None else None)
+        step_rows = (write_steps(staging, steps, lengths, detector) if steps is not None else None)
         manifest = build_manifest(
-            model={"path": str(detection.directory), "sha256": hash_path(detection.directory),
+            model={"path": str(model_dir), "sha256": hash_path(model_dir),
                    **(provenance or {})},
             input={"path": str(source), "sha256": hash_inputs(source), "rows": reader.rows},
-            threshold=detection.thresholds.to_dict(), params=cfg.to_dict(), rows=rows, steps=step_rows,
+            threshold=detector.thresholds.to_dict(), params=cfg.to_dict(), rows=rows, steps=step_rows,
             flagged=count_flags(staging), schema=pads.dataset(staging / WINDOWS_DIR).schema.to_string(
                 show_schema_metadata=False))
         write_json_atomic(staging / MANIFEST, manifest)
@@ -237,16 +208,16 @@ def steps_table(steps: Steps) -> pa.Table:
     return pa.table(columns)
 
 
-def check_outputs(directory: Path, detection: Detection, reconstructions: bool, expected: int) -> int:
+def check_outputs(directory: Path, detector: Detector, reconstructions: bool, expected: int) -> int:
     """The written rows in the output schema, one per model input; returns the row count.
 
     The first batch of each part goes through the Pandera contract (every column, type and
     check); every row then through the same value checks vectorised in Arrow (no nulls,
     finite vectors, scores >= 0). Pandera checks vector columns row by row in Python, which
     at 2 s per 1M rows was a sixth of a run."""
-    spec = detection.spec
-    schema = modality(spec.kind).output_schema(spec, detection.card["model"]["latent_dim"], reconstructions,
-                                               predicted_classes=detection.predicted_classes)
+    spec, model = detector.spec, detector.model
+    schema = modality(spec.kind).output_schema(spec, model.cfg.latent_dim, reconstructions,
+                                               predicted_classes=model.predicted_classes)
     schema = schema.remove_columns(["split"]).add_columns(
         {"is_anomaly": schemas.pa.Column(bool, nullable=False)})
     rows = 0
@@ -283,19 +254,19 @@ def check_values(batch: pa.RecordBatch, part: Path, offset: int) -> None:
                         fix="check the model and the input for extreme values, then rerun the score")
 
 
-def write_steps(staging: Path, steps_path: Path, lengths: dict[str, int], detection: Detection) -> int:
+def write_steps(staging: Path, steps_path: Path, lengths: dict[str, int], detector: Detector) -> int:
     """One row per time step: the windows' scores folded per step (model.point_score), flagged
     at the step threshold; streamed one series at a time in the windows' order."""
-    how = detection.point_score
+    how = detector.model.cfg.point_score
     columns = ["series_id", "start", "score", *(["step_score"] if how != "window" else [])]
     outputs = pads.dataset(staging / WINDOWS_DIR, format="parquet")
     batches = outputs.to_batches(columns=columns, batch_size=8192)
     steps = _StepRows(pq.ParquetFile(steps_path))
-    threshold = detection.thresholds.for_steps.value
+    threshold = detector.thresholds.for_steps.value
     (staging / STEPS_DIR).mkdir()
     rows, writer = 0, None
     try:
-        for series_id, score in series_in_order(batches, lengths, detection.spec.window, how):
+        for series_id, score in series_in_order(batches, lengths, detector.spec.window, how):
             table = steps.take(series_id, len(score))
             table = table.append_column("score", pa.array(score)).append_column(
                 "is_anomaly", pa.array(score > threshold))
