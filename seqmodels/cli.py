@@ -82,19 +82,22 @@ def add_score_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _score(args: argparse.Namespace, cfg) -> None:
-    from seqmodels.stages.score import run, score_with
-
-    if args.batch:
-        if args.input or args.output:
-            raise ConfigError("--batch takes its input and output from params.yaml",
-                              where="seqmodels score", fix="give either --batch or --input/--output")
-        run(cfg, args.batch)
-        return
-    if not args.input or not args.output:
+    if args.batch and (args.input or args.output):
+        raise ConfigError("--batch takes its input and output from params.yaml",
+                          where="seqmodels score", fix="give either --batch or --input/--output")
+    if not args.batch and (not args.input or not args.output):
         raise ConfigError("seqmodels score needs --input and --output (or --batch NAME)",
                           where="seqmodels score",
                           fix="e.g. seqmodels score --input new.csv --output scores/new")
-    score_with(cfg, args.input, args.output, model=args.model, rev=args.rev, repo=args.repo)
+    from seqmodels.distributed.runtime import ray_starting
+
+    with ray_starting(cfg.ray):  # Ray starts while the detector loads and the batch is read
+        from seqmodels.stages.score import run, score_with
+
+        if args.batch:
+            run(cfg, args.batch)
+        else:
+            score_with(cfg, args.input, args.output, model=args.model, rev=args.rev, repo=args.repo)
 
 
 def _submit(args: argparse.Namespace) -> int:

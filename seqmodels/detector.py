@@ -133,9 +133,10 @@ class Detector:
             return Scores(windows.drop(columns=["step_score"], errors="ignore"))
         return Scores(windows.drop(columns=["step_score"], errors="ignore"), self._steps(windows, steps))
 
-    def reader(self) -> BatchReader:
+    def reader(self, windows_per_segment: int | None = None) -> BatchReader:
         """New data as this detector's inputs: its features, scaler (or vocabulary) and windowing."""
-        return BatchReader(self.spec, self.scaler, vocab=self.card.get("vocab"))
+        return BatchReader(self.spec, self.scaler, vocab=self.card.get("vocab"),
+                           windows_per_segment=windows_per_segment)
 
     def predict(self, data: pd.DataFrame | str | Path) -> Scores:
         """`score` plus `is_anomaly` (score > the threshold fitted on validation scores)."""

@@ -6,7 +6,8 @@ is scored with what the model was trained with instead (its features, scaler, wi
 stride, from the model folder), and may be far larger than memory. So files are read in
 chunks of rows, each chunk validated with the same Pandera contract as prepare's, and
 series are windowed by `WindowStream`, which carries only the last window's worth of steps
-of the series in progress from one chunk to the next.
+of the series in progress from one chunk to the next. Its windows come as `Segment`s (the
+steps they cover, and where each starts), cut into model inputs where the model runs.
 
 Every step of a new series gets a score: after the stride's windows, a last window flush
 with the series' end is added when the strides stop short of it.
@@ -27,6 +28,7 @@ from seqmodels import storage
 from seqmodels.data import schemas
 from seqmodels.data.files import RESERVED_COLUMNS, read_errors
 from seqmodels.data.scaling import StandardScaler
+from seqmodels.data.segments import Segment
 from seqmodels.data.series_files import canonical_form
 from seqmodels.errors import CheckpointError, DataError
 from seqmodels.spec import DataSpec
@@ -62,8 +64,20 @@ class Steps:
 
 @dataclass
 class Chunk:
-    examples: list[Examples]
+    """A chunk of input rows as model inputs: Examples, or for series, Segments of windows."""
+
+    inputs: list[Examples] | list[Segment]
     steps: Steps | None = None
+
+    @property
+    def examples(self) -> list[Examples]:
+        return [item if isinstance(item, Examples) else segment_examples(item) for item in self.inputs]
+
+
+def segment_examples(segment: Segment) -> Examples:
+    """A segment's windows as model inputs in memory (the in-process Detector's path)."""
+    return Examples(x=segment.windows(), label=segment.labels(),
+                    series_id=np.full(len(segment), segment.series_id, dtype=object), start=segment.starts)
 
 
 def input_files(location: str | Path) -> list[str]:
@@ -133,15 +147,16 @@ class WindowStream:
     one flush with its end when the strides stop short of it: every step is covered.
     """
 
-    def __init__(self, spec: DataSpec, where: str, max_values: int = MAX_WINDOW_VALUES) -> None:
+    def __init__(self, spec: DataSpec, where: str, per_segment: int | None = None) -> None:
+        """`per_segment`: windows per emitted Segment (default: MAX_WINDOW_VALUES floats of them)."""
         self.window, self.stride, self.where = spec.window, spec.stride or spec.window, where
         self.n_features = spec.n_features
-        self.per_batch = max(1, max_values // (self.window * self.n_features))
+        self.per_batch = per_segment or max(1, MAX_WINDOW_VALUES // (self.window * self.n_features))
         self.lengths: dict[str, int] = {}  # finished series -> steps
         self._series: str | None = None
 
     def feed(self, series_id: np.ndarray, t: np.ndarray, values: np.ndarray,
-             labels: np.ndarray | None) -> Iterator[Examples]:
+             labels: np.ndarray | None) -> Iterator[Segment]:
         """Windows completed by these rows (grouped by series, in time order)."""
         change = np.flatnonzero(series_id[1:] != series_id[:-1]) + 1
         bounds = np.concatenate([[0], change, [len(series_id)]])
@@ -160,7 +175,7 @@ class WindowStream:
             self._length += int(end - begin)
             yield from self._emit(final=False)
 
-    def close(self) -> Iterator[Examples]:
+    def close(self) -> Iterator[Segment]:
         yield from self._finish()
 
     def _begin(self, name: str) -> None:
@@ -174,7 +189,7 @@ class WindowStream:
         self._labels = np.empty(0, np.int64)
         self._last_t = None
 
-    def _finish(self) -> Iterator[Examples]:
+    def _finish(self) -> Iterator[Segment]:
         if self._series is None:
             return
         if self._length < self.window:
@@ -185,7 +200,7 @@ class WindowStream:
         self.lengths[self._series] = self._length
         self._series = None
 
-    def _emit(self, final: bool) -> Iterator[Examples]:
+    def _emit(self, final: bool) -> Iterator[Segment]:
         end, window = self._length, self.window
         starts = np.arange(self._next, end - window + 1, self.stride, dtype=np.int64)
         if len(starts):
@@ -201,22 +216,19 @@ class WindowStream:
             self._values, self._labels = self._values[keep:], self._labels[keep:]
             self._origin += keep
 
-    def _windows(self, starts: np.ndarray) -> Examples:
-        local = starts - self._origin
-        view = np.lib.stride_tricks.sliding_window_view(self._values, self.window, axis=0)
-        x = view[local].transpose(0, 2, 1).reshape(len(local), -1)
-        label = None
-        if len(self._labels):
-            label = np.lib.stride_tricks.sliding_window_view(self._labels, self.window)[local].max(axis=1)
-        return Examples(x=np.ascontiguousarray(x, np.float32), label=label,
-                        series_id=np.full(len(starts), self._series, dtype=object), start=starts)
+    def _windows(self, starts: np.ndarray) -> Segment:
+        first, last = int(starts[0]) - self._origin, int(starts[-1]) - self._origin + self.window
+        labels = self._labels[first:last].copy() if len(self._labels) else None
+        return Segment(self._series, self._origin + first, self._values[first:last].copy(),
+                       (starts - self._origin - first).astype(np.int32), labels, self.window)
 
 
 class BatchReader:
     """A new batch (files or a DataFrame) as the model's inputs, chunk by chunk."""
 
     def __init__(self, spec: DataSpec, scaler: StandardScaler | None, chunk_rows: int = CHUNK_ROWS,
-                 vocab: list[str] | None = None) -> None:
+                 vocab: list[str] | None = None, windows_per_segment: int | None = None) -> None:
+        """`windows_per_segment`: see WindowStream (series only)."""
         if spec.discrete and vocab is None:
             raise CheckpointError("the model folder has no vocabulary, so new text cannot be encoded as the "
                                   "model's training text was", where="model.json",
@@ -226,6 +238,7 @@ class BatchReader:
                                   "model's training data was", where="model.json",
                                   fix="export the model again with this version (rerun the train stage)")
         self.spec, self.scaler, self.chunk_rows = spec, scaler, chunk_rows
+        self.windows_per_segment = windows_per_segment
         self.vocab = {token: i for i, token in enumerate(vocab or [])}
         self.rows = 0
         self._stream: WindowStream | None = None
@@ -253,7 +266,8 @@ class BatchReader:
     def chunks(self, source: str | Path | pd.DataFrame) -> Iterator[Chunk]:
         """Model inputs chunk by chunk; a series ends with its file, and a series name may
         appear in one file only (its windows and steps are keyed by it)."""
-        stream = WindowStream(self.spec, "the input") if self.spec.kind == "series" else None
+        stream = (WindowStream(self.spec, "the input", self.windows_per_segment)
+                  if self.spec.kind == "series" else None)
         self._stream, current = stream, None
         independent = {"tabular": self._rows, "images": self._images, "tokens": self._tokens}
         for frame, where in self.frames(source):
@@ -351,9 +365,3 @@ class BatchReader:
 
     def _scale(self, table: pd.DataFrame) -> np.ndarray:
         return self.scaler.transform(table)
-
-
-def all_examples(chunks: Iterator[Chunk]) -> Iterator[Examples]:
-    for chunk in chunks:
-        yield from chunk.examples
-

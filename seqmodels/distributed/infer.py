@@ -1,5 +1,8 @@
 """Batch inference with Ray Data: read_parquet -> map_batches(Predictor actors) -> write_parquet.
 
+The input is rows of model inputs (`x`), or rows of series segments (seqmodels.data.
+segments), which the actors cut into windows themselves.
+
 The model is loaded once per actor; batches stay Arrow tables end to end, and vectors are
 written as fixed_size_list<float32> columns so consumers read (N, d) arrays directly.
 Output files are named part-<task>.parquet (no random UUIDs), preserve_order is on, and
@@ -24,6 +27,7 @@ import torch
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
+from seqmodels.data.segments import is_segments, windows_table
 from seqmodels.data.tables import fixed_list, parquet_write_options, vectors
 from seqmodels.distributed.runtime import (
     actor_pool_args,
@@ -69,6 +73,8 @@ class Predictor:
         self.threshold = threshold
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if is_segments(batch):
+            batch = windows_table(batch, self.model.spec)
         # Arrow buffers are read-only; torch wants a writable array.
         outputs = predict_arrays(self.model, vectors(batch.column("x")).copy(), self.device,
                                  self.write_reconstructions)
@@ -148,22 +154,27 @@ def write_in_order(blocks: Iterable[Block], part: str,
 
 def predict_to_parquet(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path, *,
                        write_reconstructions: bool | None = None, threshold: float | None = None,
-                       label: str = "infer", read_task_bytes: int | None = None) -> None:
+                       label: str = "infer", read_task_bytes: int | None = None,
+                       rows_per_batch: int | None = None, total_rows: int | None = None) -> None:
     """Stream `input_path` through the model into Parquet parts under `output_dir`; an
     impossible predictor pool fails before Ray starts. `write_reconstructions` defaults to
     infer.write_reconstructions; with `threshold` every row is also flagged (is_anomaly).
     Off a terminal a long run prints `<label>: rows done/total, rows/s, ETA` every
-    ray.progress_interval_s (row_progress). `read_task_bytes`: see runtime.batch_inference."""
+    ray.progress_interval_s (row_progress). `read_task_bytes`: see runtime.batch_inference.
+    `rows_per_batch`: input rows per model batch (default infer.batch_size; 1 for segment
+    rows, each a batch); `total_rows`: output rows expected (default: the input's rows)."""
     preflight(cfg, "infer")
     if write_reconstructions is None:
         write_reconstructions = cfg.infer.write_reconstructions
     options = {"write_reconstructions": write_reconstructions, "threshold": threshold}
-    with batch_inference(cfg.ray, read_task_bytes), row_progress(cfg, label, input_path) as rows:
-        _predict(cfg, model_dir, input_path, output_dir, options, rows)
+    total = total_rows if total_rows is not None else input_rows(input_path)
+    with batch_inference(cfg.ray, read_task_bytes), row_progress(cfg, label, total) as rows:
+        _predict(cfg, model_dir, input_path, output_dir, options, rows,
+                 rows_per_batch or cfg.infer.batch_size)
 
 
 @contextlib.contextmanager
-def row_progress(cfg: Config, label: str, input_path: Path) -> Iterator[RowFiles | None]:
+def row_progress(cfg: Config, label: str, total: int | None) -> Iterator[RowFiles | None]:
     """RowFiles for the sink's write tasks to count written rows in, and a driver thread
     that reads the count every ray.progress_interval_s into a ProgressLine, until the block
     exits. Yields None, and prints nothing, on a terminal (Ray Data draws its bars there) or
@@ -175,7 +186,7 @@ def row_progress(cfg: Config, label: str, input_path: Path) -> Iterator[RowFiles
     if every_s is None or progress_bars_shown():
         yield None
         return
-    line = ProgressLine(label, input_rows(input_path), every_s)
+    line = ProgressLine(label, total, every_s)
     stop = threading.Event()
     folder = tempfile.TemporaryDirectory(prefix=f"seqmodels-{label}-rows-", ignore_cleanup_errors=True)
     with folder as directory:
@@ -206,7 +217,7 @@ def input_rows(input_path: Path) -> int | None:
 
 
 def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path,
-             options: dict[str, Any], rows: RowFiles | None = None) -> None:
+             options: dict[str, Any], rows: RowFiles | None, rows_per_batch: int) -> None:
     """read_parquet -> Predictor actor pool -> ordered sink; on a multi-node cluster the
     model travels with the actors and the writes stay on this node, where the folder is."""
     import ray.data
@@ -222,7 +233,7 @@ def _predict(cfg: Config, model_dir: Path, input_path: Path, output_dir: Path,
             Predictor,
             fn_constructor_kwargs={"model": model_source(model_dir, ship_files=spread),
                                    "use_gpu": cfg.infer.use_gpu, **options},
-            batch_size=cfg.infer.batch_size,
+            batch_size=rows_per_batch,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=cfg.infer.concurrency),
             num_cpus=1,

@@ -23,7 +23,9 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,11 +67,17 @@ RAY_OWN_DEPRECATIONS = (
 
 
 def init_ray(cfg: RayConfig) -> None:
-    """Start a local Ray or join a cluster, once per process, with the workers' environment."""
+    """Start a local Ray or join a cluster, once per process, with the workers' environment;
+    waits for a start begun by ray_starting, and raises what failed in it."""
     import ray
 
+    _background.wait()
     if ray.is_initialized():
         return
+    _start(cfg)
+
+
+def _start(cfg: RayConfig) -> None:
     quiet_ray_deprecations()
     env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s),
@@ -85,6 +93,77 @@ def init_ray(cfg: RayConfig) -> None:
         raise SeqmodelsError(f"cannot connect to Ray at {cfg.resolved_address}: {error}",
                              where="RAY_ADDRESS / ray.address",
                              fix="check the address, or unset it to run on a local Ray") from None
+
+
+@contextlib.contextmanager
+def ray_starting(cfg: RayConfig) -> Iterator[None]:
+    """Start or join Ray in a background thread while the block runs, so Ray's start-up
+    (3-4 s for a local Ray on 2 cores: the GCS, the raylet, its workers) overlaps the
+    block's own work, such as loading a model and reading a batch; init_ray then waits for
+    it. Leaving the block waits too, so a block that fails never leaves a half-started Ray:
+    its own error wins, and Ray, once up, stops at exit as it always does."""
+    _background.begin(cfg)
+    try:
+        yield
+    finally:
+        _background.join()
+
+
+class _BackgroundStart:
+    """The one background start of this process (ray_starting), and what it raised.
+
+    The thread lives as long as the process: a local Ray's GCS and raylet are started with
+    PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends. It is a
+    daemon, so it never holds the interpreter open; Ray's atexit shutdown stops them first."""
+
+    def __init__(self) -> None:
+        self._started: threading.Event | None = None
+        self._failure: BaseException | None = None
+
+    def begin(self, cfg: RayConfig) -> None:
+        import ray
+
+        if ray.is_initialized() or self._started is not None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            # what ray.init does on the main thread only: SIGTERM exits through atexit, which
+            # stops a local Ray
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+            logging.getLogger("ray._private.worker").addFilter(_ThreadStartNotice())
+        started = self._started = threading.Event()
+
+        def start() -> None:
+            try:
+                _start(cfg)
+            except BaseException as failure:  # raised by wait(), in the thread that needs Ray
+                self._failure = failure
+            started.set()
+            threading.Event().wait()  # keep Ray's processes: see the class docstring
+
+        threading.Thread(target=start, name="seqmodels-ray-start", daemon=True).start()
+
+    def join(self) -> None:
+        """Until the start has finished (or failed)."""
+        if self._started is not None:
+            self._started.wait()
+
+    def wait(self) -> None:
+        self.join()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            self._started = None  # a later init_ray may try again
+            raise failure
+
+
+class _ThreadStartNotice(logging.Filter):
+    """ray.init from another thread warns that it set no SIGTERM handler; ray_starting sets
+    the same one first, on the main thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_background = _BackgroundStart()
 
 
 def _join_cluster(cfg: RayConfig, env_vars: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.new_data import BatchReader, Examples, Steps, input_files
 from seqmodels.data.registry import modality
+from seqmodels.data.segments import segments_table, vector_bytes
 from seqmodels.data.tables import fixed_list, parquet_write_options
 from seqmodels.detector import Detector
 from seqmodels.distributed.infer import predict_to_parquet
@@ -47,9 +49,13 @@ from seqmodels.timeline import series_in_order
 
 WINDOWS_DIR, STEPS_DIR = "windows", "steps"
 STEP_ROW_GROUP = 1 << 20
-# Bytes of model inputs per Ray Data read task (a quarter of infer's: the input's row groups
-# are sized to it, and at 64 MiB the overlapping read tasks of a 10M-window run held 0.6 GB)
+# Bytes of model inputs per Ray Data read task; the input's row groups are sized to exceed
+# it (see InputFile). Rows of windows: a quarter of infer's (at 64 MiB the overlapping read
+# tasks of a 10M-window run held 0.6 GB). Series segments are far smaller for as many
+# windows (a 4096-window segment of window 64, stride 1, is 33 KB), so a read task is a
+# few model batches and both predictor actors get work from the start.
 READ_TASK_BYTES = 16 << 20
+SEGMENT_READ_TASK_BYTES = 256 << 10
 
 
 def run(cfg: Config, batch: str) -> None:
@@ -91,18 +97,19 @@ def score_batch(cfg: Config, source: str, model_dir: Path, target: str,
 
 def _score_into(cfg: Config, source: str, detector: Detector, model_dir: Path, target: Path,
                 provenance: dict[str, Any] | None) -> dict[str, Any]:
-    reader = detector.reader()
+    reader = detector.reader(windows_per_segment=cfg.infer.batch_size)  # a segment is a model batch
     clean_stale_staging(target)
     with publishing(target) as staging, tempfile.TemporaryDirectory(
             prefix=f".{target.name}.inputs-", dir=target.parent) as scratch:
-        windows, steps, lengths = write_model_inputs(reader, source, Path(scratch), detector.spec)
-        predict_to_parquet(cfg, model_dir, windows, staging / WINDOWS_DIR,
+        inputs = write_model_inputs(reader, source, Path(scratch), detector.spec)
+        predict_to_parquet(cfg, model_dir, inputs.path, staging / WINDOWS_DIR,
                            write_reconstructions=cfg.score.write_reconstructions,
                            threshold=detector.thresholds.window.value, label="score",
-                           read_task_bytes=READ_TASK_BYTES)
-        rows = check_outputs(staging / WINDOWS_DIR, detector, cfg.score.write_reconstructions,
-                             pads.dataset(windows, format="parquet").count_rows())
-        step_rows = (write_steps(staging, steps, lengths, detector) if steps is not None else None)
+                           read_task_bytes=inputs.read_task_bytes, rows_per_batch=inputs.rows_per_batch,
+                           total_rows=inputs.windows)
+        rows = check_outputs(staging / WINDOWS_DIR, detector, cfg.score.write_reconstructions, inputs.windows)
+        step_rows = (write_steps(staging, inputs.steps, inputs.lengths, detector)
+                     if inputs.steps is not None else None)
         manifest = build_manifest(
             model={"path": str(model_dir), "sha256": hash_path(model_dir),
                    **(provenance or {})},
@@ -117,21 +124,38 @@ def _score_into(cfg: Config, source: str, detector: Detector, model_dir: Path, t
     return manifest
 
 
-def write_model_inputs(reader: BatchReader, source: str, scratch: Path,
-                       spec: DataSpec) -> tuple[Path, Path | None, dict[str, int]]:
+@dataclass
+class ModelInputs:
+    """The batch's model inputs on disk, as the predictors read them."""
+
+    path: Path  # Parquet: rows of windows (x), or for series, Segment rows (segments_table)
+    steps: Path | None  # series: one row per time step (series_id, t, [label]), in input order
+    lengths: dict[str, int]  # series: steps of each
+    windows: int  # model inputs, and so output rows
+    read_task_bytes: int  # the Ray Data read-task budget the row groups exceed
+    rows_per_batch: int | None  # rows of `path` per model batch: one Segment, or infer.batch_size
+
+
+def write_model_inputs(reader: BatchReader, source: str, scratch: Path, spec: DataSpec) -> ModelInputs:
     """The batch's model inputs (and, for series, its steps) as Parquet in `scratch`,
-    written chunk by chunk; the series' lengths."""
-    windows_path, steps_path = scratch / "inputs.parquet", scratch / "steps.parquet"
-    inputs, steps = InputFile(windows_path, spec.input_dim), None
+    written chunk by chunk. Series go as Segments of reader.windows_per_segment windows,
+    each one model batch, and are cut into windows inside the predictor actors."""
+    segments = spec.kind == "series"
+    default = SEGMENT_READ_TASK_BYTES if segments else READ_TASK_BYTES
+    budget = int(os.environ.get(READ_TASK_BYTES_ENV, default))
+    inputs, steps = InputFile(scratch / "inputs.parquet", budget), None
     next_id = 0
     try:
         for chunk in reader.chunks(source):
-            for examples in chunk.examples:
+            if segments and chunk.inputs:
+                inputs.write(segments_table(chunk.inputs, next_id, spec))
+                next_id += sum(len(segment) for segment in chunk.inputs)
+            for examples in chunk.inputs if not segments else ():
                 inputs.write(examples_table(examples, spec, next_id))
                 next_id += len(examples)
             if chunk.steps is not None and len(chunk.steps.t):
                 table = steps_table(chunk.steps)
-                steps = steps or _writer(steps_path, table.schema)
+                steps = steps or _writer(scratch / "steps.parquet", table.schema)
                 steps.write_table(table)
     finally:
         inputs.close()
@@ -140,7 +164,8 @@ def write_model_inputs(reader: BatchReader, source: str, scratch: Path,
     if not inputs.written:
         raise DataError(f"{source} holds no data to score", where=str(source),
                         fix="point --input at files with at least one full window of rows")
-    return windows_path, steps_path if steps is not None else None, reader.lengths
+    return ModelInputs(inputs.path, scratch / "steps.parquet" if steps is not None else None, reader.lengths,
+                       next_id, budget, 1 if segments else None)
 
 
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
@@ -156,25 +181,31 @@ class InputFile:
     emits a bin of small row groups only when it fills, or at the end: a 1M-window input of
     8 MiB row groups came back starting at its 9th. A row group larger than a bin gets a
     read task of its own at once, so these come back in file order, and a read task's
-    memory stays one row group.
+    memory stays one row group. Sizes are counted in the vector column's bytes (segments_
+    .vector_bytes), which the row group's uncompressed size exceeds.
     """
 
-    def __init__(self, path: Path, input_dim: int) -> None:
-        budget = int(os.environ.get(READ_TASK_BYTES_ENV, READ_TASK_BYTES))
-        self.path, self.rows = path, budget // (4 * input_dim) + 1  # `x` alone exceeds the budget
+    def __init__(self, path: Path, budget: int) -> None:
+        self.path, self.budget = path, budget
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._held = 0
 
     def write(self, table: pa.Table) -> None:
         self._pending.append(table)
-        self._held += table.num_rows
-        while self._held >= self.rows:
-            self._flush(self.rows)
+        self._held += int(vector_bytes(table).sum())
+        while self._held > self.budget:
+            table = pa.concat_tables(self._pending)
+            total = np.cumsum(vector_bytes(table))
+            rows = int(np.searchsorted(total, self.budget, side="right")) + 1  # the first past the budget
+            self._flush(table.slice(0, rows))
+            rest = table.slice(rows)
+            self._pending = [rest] if rest.num_rows else []
+            self._held = int(total[-1] - total[rows - 1])
 
     def close(self) -> None:
-        if self._held:
-            self._flush(self._held)
+        if self._pending:
+            self._flush(pa.concat_tables(self._pending))
         if self._writer is not None:
             self._writer.close()
 
@@ -182,12 +213,9 @@ class InputFile:
     def written(self) -> bool:
         return self._writer is not None
 
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self._pending)
+    def _flush(self, table: pa.Table) -> None:
         self._writer = self._writer or _writer(self.path, table.schema)
-        self._writer.write_table(table.slice(0, rows), row_group_size=rows)
-        rest = table.slice(rows)
-        self._pending, self._held = ([rest] if rest.num_rows else []), rest.num_rows
+        self._writer.write_table(table, row_group_size=table.num_rows)
 
 
 def examples_table(examples: Examples, spec: DataSpec, first_id: int) -> pa.Table:
