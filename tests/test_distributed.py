@@ -201,6 +201,25 @@ def test_local_ray_workers_get_the_malloc_settings_from_the_raylet(tiny):
     ray.kill(probe)
 
 
+def test_ray_started_for_scoring_has_no_dashboard_and_training_restarts_it_with_one(tiny):
+    """ray_starting (scoring) and infer's preflight start a local Ray without the dashboard
+    (2 s of a 1M-window score on 2 cores); Ray Train's placement-group cleaner polls the
+    dashboard's state API, so a train preflight in the same process restarts Ray with it."""
+    from ray.util.state import list_nodes
+    from ray.util.state.exception import RayStateApiException
+
+    from seqmodels.distributed.runtime import init_ray, ray_starting
+
+    shutdown_ray()
+    with ray_starting(tiny.ray):
+        init_ray(tiny.ray, dashboard=False)
+    with pytest.raises(RayStateApiException):
+        list_nodes(timeout=5)
+    init_ray(tiny.ray, dashboard=True)
+    assert len(list_nodes(timeout=10)) == 1
+    shutdown_ray()
+
+
 def test_a_ray_worker_gives_back_arrow_memory_once_freed(tiny):
     """A read task's Arrow buffers must not stay with its worker after it goes idle: with
     mimalloc's default purge delay the 300 MB below stayed resident until the next call."""

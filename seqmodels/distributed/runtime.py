@@ -66,18 +66,22 @@ RAY_OWN_DEPRECATIONS = (
 )
 
 
-def init_ray(cfg: RayConfig) -> None:
+def init_ray(cfg: RayConfig, dashboard: bool = True) -> None:
     """Start a local Ray or join a cluster, once per process, with the workers' environment;
-    waits for a start begun by ray_starting, and raises what failed in it."""
+    waits for a start begun by ray_starting, and raises what failed in it. `dashboard`:
+    whether a local Ray needs its dashboard (see _start_local); one started without it is
+    restarted for a caller that needs it."""
     import ray
 
     _background.wait()
     if ray.is_initialized():
-        return
-    _start(cfg)
+        if not (dashboard and _local.without_dashboard):
+            return
+        shutdown_ray()
+    _start(cfg, dashboard)
 
 
-def _start(cfg: RayConfig) -> None:
+def _start(cfg: RayConfig, dashboard: bool) -> None:
     quiet_ray_deprecations()
     env_vars = {"RAY_DATA_LOG_LEVEL": cfg.log_level,
                 "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": str(cfg.train_poll_interval_s),
@@ -88,7 +92,7 @@ def _start(cfg: RayConfig) -> None:
         if cfg.resolved_address:
             _join_cluster(cfg, env_vars)
         else:
-            _start_local(cfg)
+            _start_local(cfg, dashboard)
     except ConnectionError as error:
         raise SeqmodelsError(f"cannot connect to Ray at {cfg.resolved_address}: {error}",
                              where="RAY_ADDRESS / ray.address",
@@ -101,12 +105,22 @@ def ray_starting(cfg: RayConfig) -> Iterator[None]:
     (3-4 s for a local Ray on 2 cores: the GCS, the raylet, its workers) overlaps the
     block's own work, such as loading a model and reading a batch; init_ray then waits for
     it. Leaving the block waits too, so a block that fails never leaves a half-started Ray:
-    its own error wins, and Ray, once up, stops at exit as it always does."""
+    its own error wins, and Ray, once up, stops at exit as it always does. For inference
+    only: a local Ray started here has no dashboard (see _start_local)."""
     _background.begin(cfg)
     try:
         yield
     finally:
         _background.join()
+        _background.stopped()
+
+
+def release_ray() -> None:
+    """This process is done with Ray: a Ray that ray_starting started or joined stops in
+    the background while the process finishes its own work (a local Ray takes 1.5-2.5 s to
+    stop on 2 cores); ray_starting's block waits for it when it ends. Any other Ray, such
+    as one a caller of the library runs, is left as it is."""
+    _background.stop_soon()
 
 
 class _BackgroundStart:
@@ -119,6 +133,7 @@ class _BackgroundStart:
     def __init__(self) -> None:
         self._started: threading.Event | None = None
         self._failure: BaseException | None = None
+        self._stopping: threading.Thread | None = None
 
     def begin(self, cfg: RayConfig) -> None:
         import ray
@@ -134,7 +149,7 @@ class _BackgroundStart:
 
         def start() -> None:
             try:
-                _start(cfg)
+                _start(cfg, dashboard=False)
             except BaseException as failure:  # raised by wait(), in the thread that needs Ray
                 self._failure = failure
             started.set()
@@ -153,6 +168,20 @@ class _BackgroundStart:
         if failure is not None:
             self._started = None  # a later init_ray may try again
             raise failure
+
+    def stop_soon(self) -> None:
+        import ray
+
+        if self._started is None or self._stopping is not None or not ray.is_initialized():
+            return
+        self._stopping = threading.Thread(target=shutdown_ray, name="seqmodels-ray-stop")
+        self._stopping.start()
+
+    def stopped(self) -> None:
+        """Until a stop begun by stop_soon has finished; then a new start may begin."""
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = self._started = None
 
 
 class _ThreadStartNotice(logging.Filter):
@@ -175,22 +204,34 @@ def _join_cluster(cfg: RayConfig, env_vars: dict[str, str]) -> None:
              logging_config=ray.LoggingConfig(log_level=cfg.log_level), runtime_env={"env_vars": env_vars})
 
 
-def _start_local(cfg: RayConfig) -> None:
+def _start_local(cfg: RayConfig, dashboard: bool) -> None:
     """A local Ray without a job runtime_env: Ray hands a task or actor only a pre-started
     worker of the same runtime_env, and the raylet's idle workers have none, so with one
     every task and actor would wait for a new worker process. The workers get the
-    variables set by init_ray through the raylet's environment instead."""
+    variables set by init_ray through the raylet's environment instead.
+
+    The dashboard process serves the state API that Ray Train's placement-group cleaner
+    polls (bound to loopback only). Inference does without: on 2 cores its start and stop
+    made `seqmodels score` of 1M windows 2 s slower (docs/performance.md)."""
     import ray
 
     for name, value in LOCAL_ENV.items():
         os.environ.setdefault(name, value)
     local_token_auth()
     store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
-    # The dashboard process serves the state API that Ray Train's placement-group cleaner
-    # polls; bound to loopback only.
     ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
-             include_dashboard=True, dashboard_host="127.0.0.1",
+             include_dashboard=dashboard, dashboard_host="127.0.0.1",
              logging_level=cfg.log_level, logging_config=ray.LoggingConfig(log_level=cfg.log_level))
+    _local.without_dashboard = not dashboard
+
+
+class _LocalRay:
+    """How this process started its local Ray."""
+
+    without_dashboard = False
+
+
+_local = _LocalRay()
 
 
 def local_token_auth() -> None:
@@ -238,11 +279,11 @@ def quiet_ray_deprecations() -> None:
 def preflight(cfg: Config, purpose: Literal["train", "infer"]) -> None:
     """Refuse what the local Ray could never place, then start or join Ray: Ray itself would
     wait for the resources forever. On a cluster an autoscaler may add machines, so Ray
-    decides there."""
+    decides there. Only training needs a local Ray's dashboard (see _start_local)."""
     resources = local_resources(cfg.ray)
     if resources is not None:
         _FITS[purpose](cfg, *resources)
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, dashboard=purpose == "train")
 
 
 def check_train_fits(cfg: Config, cpus: float, gpus: float) -> None:
@@ -465,3 +506,4 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    _local.without_dashboard = False

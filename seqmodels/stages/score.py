@@ -34,7 +34,7 @@ from seqmodels.data.segments import segments_table, vector_bytes
 from seqmodels.data.tables import fixed_list, parquet_write_options
 from seqmodels.detector import Detector
 from seqmodels.distributed.infer import predict_to_parquet
-from seqmodels.distributed.runtime import READ_TASK_BYTES_ENV
+from seqmodels.distributed.runtime import READ_TASK_BYTES_ENV, release_ray
 from seqmodels.errors import DataError
 from seqmodels.publish import (
     MANIFEST,
@@ -107,6 +107,7 @@ def _score_into(cfg: Config, source: str, detector: Detector, model_dir: Path, t
                            threshold=detector.thresholds.window.value, label="score",
                            read_task_bytes=inputs.read_task_bytes, rows_per_batch=inputs.rows_per_batch,
                            total_rows=inputs.windows)
+        release_ray()  # the rest is this process's own work
         rows = check_outputs(staging / WINDOWS_DIR, detector, cfg.score.write_reconstructions, inputs.windows)
         step_rows = (write_steps(staging, inputs.steps, inputs.lengths, detector)
                      if inputs.steps is not None else None)
