@@ -148,12 +148,13 @@ def write_model_inputs(reader: BatchReader, source: str, scratch: Path, spec: Da
     next_id = 0
     try:
         for chunk in reader.chunks(source):
-            if segments and chunk.inputs:
+            if not segments:
+                for examples in chunk.inputs:
+                    inputs.write(examples_table(examples, spec, next_id))
+                    next_id += len(examples)
+            elif chunk.inputs:
                 inputs.write(segments_table(chunk.inputs, next_id, spec))
                 next_id += sum(len(segment) for segment in chunk.inputs)
-            for examples in chunk.inputs if not segments else ():
-                inputs.write(examples_table(examples, spec, next_id))
-                next_id += len(examples)
             if chunk.steps is not None and len(chunk.steps.t):
                 table = steps_table(chunk.steps)
                 steps = steps or _writer(scratch / "steps.parquet", table.schema)
