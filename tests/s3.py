@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -77,8 +79,12 @@ def point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    # An empty file, not /dev/null: aiobotocore (DVC's s3 remote) refuses a config file it
+    # cannot stat as a regular file ("The specified config file (/dev/null) could not be found").
+    empty = Path(tempfile.gettempdir()) / "seqmodels-tests-empty-aws-config"
+    empty.touch()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
 
 
 @pytest.fixture
