@@ -1,4 +1,6 @@
 # Two entry points: `make repro` (the main job) and `make test` (the suite).
+# `make repro` also pushes the outputs to the DVC remote when one is configured
+# (README, "Sharing outputs"); `make publish` pushes and fails without one.
 # Both create .venv on first use and install pinned versions from constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lint clean-venv
+.PHONY: setup repro publish test lint clean-venv
 
 setup: $(STAMP)
 
@@ -22,6 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 repro: setup
 	$(BIN)/dvc repro
+	$(BIN)/seqmodels push --if-configured
+
+publish: setup
+	$(BIN)/seqmodels push
 
 test: setup
 	$(BIN)/ruff check .

@@ -1,5 +1,5 @@
 """`seqmodels` console script: every stage (the same runner as the pipelines/ entry
-points), ONNX export, versioned outputs and cluster jobs.
+points), ONNX export, versioned outputs (read, and pushed to the DVC remote) and cluster jobs.
 
 Each command ends through seqmodels.console.guarded: a SeqmodelsError is one readable
 message on stderr and exit 2, never a stack trace.
@@ -16,6 +16,8 @@ from seqmodels.stages import STAGES, stage_runner
 from seqmodels.stages.runner import add_stage_arguments, run_with_params
 
 SUBMIT_ACTIONS = ("status", "logs", "stop", "fetch")
+REMOTE_HELP = ("DVC remote to read data missing from the cache from: a name in the repository's "
+               ".dvc/config or a URL (default: the revision's default remote)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show: manifest summary; read: the rows (to stdout or --to FILE)")
     outputs.add_argument("--rev", default=None, help="git commit, tag or branch (default: the workspace)")
     outputs.add_argument("--path", default="outputs/latents", help="outputs folder (default: %(default)s)")
-    outputs.add_argument("--repo", default=None, help="repository path or URL (default: this one)")
+    outputs.add_argument("--repo", default=None, help="repository path or git URL (default: this one)")
+    outputs.add_argument("--remote", default=None, help=REMOTE_HELP)
     outputs.add_argument("--columns", default=None, help="comma-separated columns to read")
     outputs.add_argument("--to", default=None, help="write the rows to this Parquet file")
     outputs.add_argument("--head", type=int, default=5, help="rows to print without --to")
+    push = commands.add_parser(
+        "push", help="push this checkout's DVC-tracked outputs to the DVC remote (consumers read them)",
+        description="Push every output dvc.lock records (latents, scored batches, models) to the default "
+                    "DVC remote, so consumers on other machines read them at this revision. `make repro` "
+                    "runs it with --if-configured.")
+    push.add_argument("stages", nargs="*", help="only these stages' outputs (default: all)")
+    push.add_argument("--if-configured", action="store_true",
+                      help="with no remote configured, say so and exit 0 instead of failing")
     submit = commands.add_parser(
         "submit", help="run stages on a Ray cluster as a Ray job, or manage such a job",
         description="Submit a stage (with what it depends on) or the whole pipeline (repro) as a Ray "
@@ -78,6 +89,7 @@ def add_score_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--model", help="detector folder (default: paths.detector, models/latest)")
     source.add_argument("--rev", help="git commit, tag or branch whose detector to use (read through DVC)")
     score.add_argument("--repo", default=None, help="with --rev: repository path or URL (default: this one)")
+    score.add_argument("--remote", default=None, help="with --rev: " + REMOTE_HELP)
     score.add_argument("--batch", help="a score.batches name: its input, into paths.scores/NAME")
 
 
@@ -97,7 +109,8 @@ def _score(args: argparse.Namespace, cfg) -> None:
         if args.batch:
             run(cfg, args.batch)
         else:
-            score_with(cfg, args.input, args.output, model=args.model, rev=args.rev, repo=args.repo)
+            score_with(cfg, args.input, args.output, model=args.model, rev=args.rev, repo=args.repo,
+                       remote=args.remote)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -128,19 +141,29 @@ def _outputs(args: argparse.Namespace) -> None:
     from seqmodels.versions import read_manifest, read_outputs
 
     if args.action == "show":
-        manifest = read_manifest(args.rev, path=args.path, repo=args.repo)
+        manifest = read_manifest(args.rev, path=args.path, repo=args.repo, remote=args.remote)
         summary = {key: manifest.get(key) for key in ("created", "git", "rows", "rows_per_split", "model",
                                                         "input", "versions", "schema")}
         print(json.dumps(summary, indent=2))
         return
     columns = args.columns.split(",") if args.columns else None
-    table = read_outputs(args.rev, path=args.path, repo=args.repo, columns=columns)
+    table = read_outputs(args.rev, path=args.path, repo=args.repo, columns=columns, remote=args.remote)
     if args.to:
         pq.write_table(table, args.to, **parquet_write_options(table.schema))
         print(f"wrote {table.num_rows} rows to {args.to}")
     else:
         print(table.slice(0, args.head).to_pandas().to_string())
         print(f"({table.num_rows} rows)")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from seqmodels import remote
+
+    if args.if_configured:
+        print(remote.push_if_configured(".", args.stages), flush=True)
+        return
+    target, count = remote.push(".", args.stages)
+    print(f"pushed {count} new files to {target}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guarded("outputs", lambda: _outputs(args))
     if args.command == "submit":
         return guarded("submit", lambda: _submit(args))
+    if args.command == "push":
+        return guarded("push", lambda: _push(args))
     if args.command == "score":
         return run_with_params("score", lambda cfg: _score(args, cfg), args.params, args.overrides)
     return run_with_params(args.command, stage_runner(args.command), args.params, args.overrides)

@@ -58,6 +58,11 @@ class ClusterError(SeqmodelsError):
     """A Ray cluster cannot be reached or used, or a submitted job's results are unusable."""
 
 
+class RemoteError(SeqmodelsError):
+    """A DVC remote is not configured, cannot be reached, refuses the credentials, or lacks
+    the data a revision needs."""
+
+
 class OutputError(SeqmodelsError):
     """An output could not be written (disk full, permission denied, read-only filesystem);
     the previously published version is left in place."""

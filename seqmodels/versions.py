@@ -27,61 +27,95 @@ DEFAULT_PATH = "outputs/latents"
 
 
 @contextlib.contextmanager
-def _revision(rev: str | None, repo: str | None, path: str) -> Iterator[Any]:
-    """DVC's filesystem at `rev`, with its failures turned into one readable error.
+def _revision(rev: str | None, repo: str | None, path: str, remote: str | None = None) -> Iterator[Any]:
+    """DVC's filesystem at `rev`, checked to track `path`, with every failure turned into
+    one readable error.
 
-    DVC resolves the revision lazily, so an unknown one surfaces on first access. The
-    filesystem is closed on the way out: left to the interpreter's exit, its repository's
-    threads aborted the process ("terminate called without an active exception") in about
-    one run in three, after the data had been read."""
+    Files missing from the local cache are streamed from the DVC remote the revision's
+    .dvc/config names (or `remote`), one at a time, without filling a cache: a consumer in a
+    fresh clone reads only what it asks for. DVC resolves the revision lazily, so an unknown
+    one surfaces on first access. The filesystem is closed on the way out: left to the
+    interpreter's exit, its repository's threads aborted the process ("terminate called
+    without an active exception") in about one run in three, after the data had been read."""
     from dvc.exceptions import DvcException
-    from dvc.scm import SCMError
+    from dvc.scm import RevError, SCMError
 
+    from seqmodels import remote as remotes
+
+    label = rev or "workspace"
+    source = repo or "this repository"
     fs = None
     try:
         from dvc.api import DVCFileSystem
 
-        fs = DVCFileSystem(repo or ".", rev=rev)
+        fs = DVCFileSystem(repo or ".", rev=rev, **remotes.consumer_options(remote))
+        fs.repo  # noqa: B018 - resolves the revision now: an unknown one raises RevError here
+        if not fs.exists(path):
+            raise SeqmodelsError(f"{path} is not tracked at revision {label} of {source}",
+                                 where=f"{path}@{label}",
+                                 fix="name a DVC output of that revision (outputs/latents, "
+                                 "outputs/scores/NAME, models/latest; `dvc ls --dvc-only REPO "
+                                 "--rev REV` lists them) or a revision that has it (git log dvc.lock)")
+        if fs.isdir(path):
+            fs.ls(path)  # loads the folder's listing: data in neither cache nor remote fails here
         yield fs
-    except (SCMError, DvcException) as error:
-        raise SeqmodelsError(f"cannot open revision {rev or 'workspace'} of {repo or 'this repository'}: "
-                             f"{error}", where=f"--rev {rev}",
-                             fix="use a commit, tag or branch of a git repository that uses DVC") from None
-    except (FileNotFoundError, OSError) as error:
-        raise SeqmodelsError(f"no published outputs at {path} in revision {rev or 'workspace'}: {error}",
-                             where=f"{path}@{rev or 'workspace'}",
-                             fix="check the path and revision (git log dvc.lock); if the revision has "
-                             "them, fetch the data with `dvc pull` or `dvc fetch --rev REV`") from None
+    except RevError:
+        raise SeqmodelsError(f"revision {rev} does not exist in {source}", where=f"--rev {rev}",
+                             fix="use a commit, tag or branch of it (`git log`, `git tag`); for a URL, "
+                             "one that was pushed to that git remote") from None
+    except SeqmodelsError:
+        raise
+    except Exception as error:  # a storage failure becomes a RemoteError; anything else stays as is
+        used = remotes.consumer_remote(remote, lambda: fs.repo.config)
+        readable = remotes.failure(error, used, action=f"reading {path} at revision {label}",
+                                   where=f"{path}@{label} of {source}")
+        if readable is not None:
+            raise readable from None
+        if isinstance(error, (SCMError, DvcException)):
+            raise SeqmodelsError(f"cannot open revision {label} of {source}: {error}",
+                                 where=f"--rev {rev}", fix="use a commit, tag or branch of a git "
+                                 "repository that uses DVC") from None
+        raise
     finally:
         if fs is not None:
             fs.close()
 
 
-def fetch_directory(path: str, target: Path, *, rev: str | None = None,
-                    repo: str | None = None) -> str | None:
+def fetch_directory(path: str, target: Path, *, rev: str | None = None, repo: str | None = None,
+                    remote: str | None = None) -> str | None:
     """Copy the DVC-tracked folder `path` as it was at `rev` into `target` (e.g. the
     detector a past commit trained); returns the commit `rev` resolved to."""
-    with _revision(rev, repo, path) as fs:
+    with _revision(rev, repo, path, remote) as fs:
         if not fs.isdir(path):
-            raise FileNotFoundError(f"{path} is not a folder at this revision")
+            raise SeqmodelsError(f"{path} is a file, not a folder, at revision {rev or 'workspace'}",
+                                 where=f"{path}@{rev or 'workspace'}", fix="name the folder that holds it")
         fs.get(path, str(target), recursive=True)
         return fs.repo.scm.resolve_rev(rev) if rev else None
 
 
-def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH,
-                  repo: str | None = None) -> dict[str, Any]:
+def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
+                  remote: str | None = None) -> dict[str, Any]:
     """The `_manifest.json` of the outputs at `rev` (None: the workspace)."""
-    with _revision(rev, repo, path) as fs, fs.open(f"{path}/{MANIFEST}", "r") as handle:
-        return json.load(handle)
+    with _revision(rev, repo, path, remote) as fs:
+        if not fs.exists(f"{path}/{MANIFEST}"):
+            raise SeqmodelsError(f"{path} at revision {rev or 'workspace'} has no {MANIFEST}",
+                                 where=f"{path}@{rev or 'workspace'}",
+                                 fix="`outputs show` reads a published outputs folder (outputs/latents, "
+                                 "outputs/scores/NAME)")
+        with fs.open(f"{path}/{MANIFEST}", "r") as handle:
+            return json.load(handle)
 
 
 def read_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
-                 columns: list[str] | None = None) -> pa.Table:
+                 columns: list[str] | None = None, remote: str | None = None) -> pa.Table:
     """Every Parquet part of the outputs at `rev` as one Arrow table (`.to_pandas()` for pandas)."""
-    with _revision(rev, repo, path) as fs:
+    with _revision(rev, repo, path, remote) as fs:
         parts = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
         if not parts:
-            raise FileNotFoundError(f"{path} holds no Parquet files")
+            raise SeqmodelsError(f"{path} at revision {rev or 'workspace'} holds no Parquet files",
+                                 where=f"{path}@{rev or 'workspace'}",
+                                 fix="name a folder of Parquet parts (outputs/latents, "
+                                 "outputs/scores/NAME/windows)")
         tables = []
         for part in parts:
             with fs.open(part, "rb") as handle:

@@ -29,12 +29,15 @@ def sh(*args, cwd, check=True):
     return result
 
 
+pytest_plugins = ["tests.s3"]  # the moto server: the DVC remote consumers read through
+
+
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_project(tmp_path / "repo", train={"epochs": 3})
 
 
-def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
+def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy, s3):
     first = sh("dvc", "repro", cwd=repo_copy)
     for stage in ("prepare", "validate", "train", "infer", "detector", "evaluate", "score@heldout"):
         assert f"Running stage '{stage}'" in first.stdout
@@ -80,15 +83,20 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     np.testing.assert_allclose(joined["score_score"], joined["score_infer"], rtol=1e-6)
     assert (joined["is_anomaly"] == (joined["score_infer"] > thresholds["window"]["value"])).all()
 
-    # Versioned outputs: commit this run, publish another, read the first back by revision.
+    # Versioned outputs: commit this run, publish another, read the first back by revision;
+    # each is pushed to the DVC remotes as `make repro` does, for consumers elsewhere.
+    folder_remote = repo_copy.parent / "folder-remote"
+    sh("dvc", "remote", "add", "-d", "storage", s3.uri("dvc"), cwd=repo_copy)
+    sh("dvc", "remote", "add", "folder", str(folder_remote), cwd=repo_copy)
     first_rev = commit(repo_copy, "first run")
+    published = {first_rev: publish(repo_copy)}
     first_rows = pq.read_table(repo_copy / "outputs/latents").sort_by("window_id")
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["infer"]["write_reconstructions"] = False
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = sh("dvc", "repro", cwd=repo_copy)
     assert "Running stage 'infer'" in rerun.stdout and "Running stage 'train'" not in rerun.stdout
-    commit(repo_copy, "outputs without reconstructions")
+    published[commit(repo_copy, "outputs without reconstructions")] = publish(repo_copy)
     evaluation = json.loads((repo_copy / "metrics/eval.json").read_text())
     assert "examples.png" in evaluation["plots_skipped"] and not (repo_copy / "plots/examples.png").exists()
 
@@ -107,6 +115,41 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(repo_copy):
     missing = sh("seqmodels", "outputs", "read", "--rev", "no-such-rev", cwd=repo_copy, check=False)
     assert missing.returncode == 2 and "no-such-rev" in missing.stderr and "Traceback" not in missing.stderr
     run_blocks(python_blocks(), repo_copy)  # the README's Python examples, as written, on these outputs
+    consumers_read_through_remotes(repo_copy, published, folder_remote)
+
+
+def publish(repo):
+    """Push to both remotes; what was published: latents, held-out scores, detector files."""
+    assert "pushed" in sh("seqmodels", "push", cwd=repo).stdout
+    sh("dvc", "push", "-q", "-r", "folder", cwd=repo)
+    return {"latents": pq.read_table(repo / "outputs/latents"),
+            "scores": pq.read_table(repo / "outputs/scores/heldout/windows"),
+            "detector": {p.name: p.read_bytes() for p in (repo / "models/latest").iterdir()}}
+
+
+def consumers_read_through_remotes(repo, published, folder_remote):
+    """A consumer elsewhere (a git clone, empty DVC cache) reads the latents and the detector
+    of both revisions through the S3 remote, and through the folder remote by --remote, and
+    scores with the detector of the first revision: exactly what was published."""
+    from seqmodels.versions import fetch_directory
+
+    consumer = repo.parent / "consumer"
+    sh("git", "clone", "-q", str(repo), str(consumer), cwd=repo.parent)
+    for rev, expected in published.items():
+        for remote in ([], ["--remote", str(folder_remote)]):
+            target = repo.parent / "read.parquet"
+            sh("seqmodels", "outputs", "read", "--rev", rev, "--to", str(target), *remote, cwd=consumer)
+            assert pq.read_table(target).equals(expected["latents"])
+        detector = repo.parent / f"detector-{rev[:8]}"
+        fetch_directory("models/latest", detector, rev=rev, repo=str(consumer))
+        assert {p.name: p.read_bytes() for p in detector.iterdir()} == expected["detector"]
+    first_rev, first = next(iter(published.items()))
+    scored = repo.parent / "consumer-scores"
+    sh("seqmodels", "score", "--rev", first_rev, "--input", str(repo / "data/prepared/heldout.parquet"),
+       "--output", str(scored), cwd=consumer)
+    np.testing.assert_allclose(pq.read_table(scored / "windows").column("score").to_numpy(),
+                               first["scores"].column("score").to_numpy(), rtol=1e-6)
+    assert not (consumer / ".dvc/cache").exists()  # read file by file, never a copy of the cache
 
 
 def commit(repo, message):

@@ -241,7 +241,7 @@ def test_rev_scores_with_the_detector_of_that_commit(trained, tmp_path):
     assert not np.allclose(scores[0], scores[1])
     result = score_cli(in_repo, "--rev", "no-such-rev", "--input", str(source), "--output",
                        str(tmp_path / "x"), cwd=repo)
-    assert result.returncode == 2 and "cannot open revision no-such-rev" in result.stderr
+    assert result.returncode == 2 and "revision no-such-rev does not exist" in result.stderr
 
 
 def test_detector_fit_score_predict_save_load_in_process(tmp_path):

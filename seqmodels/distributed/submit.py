@@ -5,7 +5,8 @@ talks to the cluster's job API (the dashboard port, 8265 by default) with Ray's
 JobSubmissionClient, uploads the project (code and params; never .venv, caches, or
 DVC-tracked data, which the job regenerates or reads from shared storage), follows the
 job's logs and status, and on success swaps the stages' outputs into this checkout and
-lets DVC cache them (see seqmodels.distributed.results). The exit status is the job's.
+lets DVC cache them (see seqmodels.distributed.results), then pushes them to the DVC remote
+when one is configured. The exit status is the job's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import yaml
 from seqmodels.config import load_config
 from seqmodels.distributed.results import default_results_uri, download
 from seqmodels.errors import ClusterError
+from seqmodels.remote import push_if_configured
 
 RUNTIME_ENV_FILE = Path("cluster/runtime_env.yaml")
 TARGET_KEY = "seqmodels_target"
@@ -271,6 +273,9 @@ def fetch_from(results: str) -> None:
                            where=str(Path.cwd()), fix="run `dvc status`; the files are in place")
     print(f"fetched {len(manifest['paths'])} paths of stages {', '.join(stages)} from {results}; "
           "dvc.lock is up to date: commit it with git", flush=True)
+    # Pushed from here, not by the job: this checkout holds the git history the outputs are
+    # versioned in, and the cluster needs no credentials for the DVC remote.
+    print(push_if_configured(Path.cwd(), stages), flush=True)
 
 
 def manage(action: str, job_id: str | None, *, address: str | None, follow_logs: bool = False,

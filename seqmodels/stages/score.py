@@ -65,16 +65,17 @@ def run(cfg: Config, batch: str) -> None:
 
 
 def score_with(cfg: Config, source: str, target: str, *, model: str | None = None, rev: str | None = None,
-               repo: str | None = None) -> dict[str, Any]:
+               repo: str | None = None, remote: str | None = None) -> dict[str, Any]:
     """`seqmodels score`: the detector folder `model` (default paths.detector), or the one
-    committed at git revision `rev` of `repo`, read through DVC as `outputs read --rev` does."""
+    committed at git revision `rev` of `repo`, read through DVC (its cache, else its DVC
+    remote or `remote`) as `outputs read --rev` does."""
     if rev is None:
         return score_batch(cfg, source, Path(model or cfg.paths.detector), target)
     from seqmodels.versions import fetch_directory
 
     with tempfile.TemporaryDirectory(prefix="seqmodels-detector-") as folder:
         local = Path(folder) / "detector"
-        commit = fetch_directory(cfg.paths.detector, local, rev=rev, repo=repo)
+        commit = fetch_directory(cfg.paths.detector, local, rev=rev, repo=repo, remote=remote)
         return score_batch(cfg, source, local, target, provenance={"rev": rev, "commit": commit,
                                                                    "repo_path": cfg.paths.detector})
 
