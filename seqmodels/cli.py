@@ -133,12 +133,15 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _outputs(args: argparse.Namespace) -> None:
+    import itertools
     import json
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from seqmodels.data.tables import parquet_write_options
-    from seqmodels.versions import read_manifest, read_outputs
+    from seqmodels.publish import writing_file
+    from seqmodels.versions import iter_outputs, read_manifest
 
     if args.action == "show":
         manifest = read_manifest(args.rev, path=args.path, repo=args.repo, remote=args.remote)
@@ -147,13 +150,24 @@ def _outputs(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
         return
     columns = args.columns.split(",") if args.columns else None
-    table = read_outputs(args.rev, path=args.path, repo=args.repo, columns=columns, remote=args.remote)
-    if args.to:
-        pq.write_table(table, args.to, **parquet_write_options(table.schema))
-        print(f"wrote {table.num_rows} rows to {args.to}")
-    else:
-        print(table.slice(0, args.head).to_pandas().to_string())
-        print(f"({table.num_rows} rows)")
+    groups = iter_outputs(args.rev, path=args.path, repo=args.repo, columns=columns, remote=args.remote)
+    rows = 0
+    if args.to:  # streamed into place: one row group in memory, no partial file on failure
+        with writing_file(args.to) as partial:
+            first = next(groups)
+            with pq.ParquetWriter(partial, first.schema, **parquet_write_options(first.schema)) as writer:
+                for table in itertools.chain([first], groups):
+                    writer.write_table(table)
+                    rows += table.num_rows
+        print(f"wrote {rows} rows to {args.to}")
+        return
+    shown = []
+    for table in groups:
+        if rows < args.head:
+            shown.append(table.slice(0, args.head - rows))
+        rows += table.num_rows
+    print(pa.concat_tables(shown).to_pandas().to_string())
+    print(f"({rows} rows)")
 
 
 def _push(args: argparse.Namespace) -> None:

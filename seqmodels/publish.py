@@ -64,18 +64,27 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_bytes_atomic(path: str | Path, content: bytes) -> None:
     """Write a file via a temporary sibling and os.replace (atomic on POSIX)."""
+    with writing_file(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def writing_file(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of `path` to write into, for files written in pieces (a Parquet
+    file streamed row group by row group). On clean exit it replaces `path` in one
+    os.replace; on an exception it is removed and `path` is untouched."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as error:
         _reraise_for(error, path)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; published files are readable
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are readable
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):

@@ -106,23 +106,40 @@ def read_manifest(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str
             return json.load(handle)
 
 
-def read_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
-                 columns: list[str] | None = None, remote: str | None = None) -> pa.Table:
-    """Every Parquet part of the outputs at `rev` as one Arrow table (`.to_pandas()` for pandas)."""
+def iter_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
+                 columns: list[str] | None = None, remote: str | None = None) -> Iterator[pa.Table]:
+    """The Parquet parts of the outputs at `rev`, one row group at a time in part order:
+    a consumer copies or aggregates any revision in the memory of one row group, each part
+    streamed from the cache or the DVC remote as it is reached."""
+    label = rev or "workspace"
     with _revision(rev, repo, path, remote) as fs:
         parts = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
         if not parts:
-            raise SeqmodelsError(f"{path} at revision {rev or 'workspace'} holds no Parquet files",
-                                 where=f"{path}@{rev or 'workspace'}",
+            raise SeqmodelsError(f"{path} at revision {label} holds no Parquet files",
+                                 where=f"{path}@{label}",
                                  fix="name a folder of Parquet parts (outputs/latents, "
                                  "outputs/scores/NAME/windows)")
-        tables = []
         for part in parts:
             with fs.open(part, "rb") as handle:
-                try:
-                    tables.append(pq.read_table(handle, columns=columns))
-                except (KeyError, pa.ArrowInvalid) as error:  # a requested column is not there
-                    raise SeqmodelsError(f"cannot read columns {columns} of {part} at {rev or 'workspace'}: "
-                                         f"{str(error).splitlines()[0]}", where=part,
-                                         fix="`seqmodels outputs show` prints the schema") from None
-    return pa.concat_tables(tables)
+                file = pq.ParquetFile(handle)
+                missing = sorted(set(columns or ()) - set(file.schema_arrow.names))
+                if missing:  # read_row_group would skip them silently
+                    raise SeqmodelsError(f"cannot read columns {columns} of {part} at {label}: no column "
+                                         f"{', '.join(missing)}; it has {', '.join(file.schema_arrow.names)}",
+                                         where=part, fix="pick columns from that list")
+                for group in range(max(file.num_row_groups, 1)):  # an empty part: its schema
+                    try:
+                        table = (file.read_row_group(group, columns=columns) if file.num_row_groups
+                                 else file.read(columns=columns))
+                    except (KeyError, pa.ArrowInvalid) as error:  # a requested column is not there
+                        raise SeqmodelsError(f"cannot read columns {columns} of {part} at {label}: "
+                                             f"{str(error).splitlines()[0]}", where=part,
+                                             fix="`seqmodels outputs show` prints the schema") from None
+                    yield table
+
+
+def read_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str | None = None,
+                 columns: list[str] | None = None, remote: str | None = None) -> pa.Table:
+    """Every Parquet part of the outputs at `rev` as one Arrow table (`.to_pandas()` for
+    pandas); `iter_outputs` for outputs larger than memory."""
+    return pa.concat_tables(iter_outputs(rev, path=path, repo=repo, columns=columns, remote=remote))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqmodels.errors import RemoteError
-from seqmodels.versions import fetch_directory, read_outputs
+from seqmodels.versions import fetch_directory, iter_outputs, read_outputs
 
 if TYPE_CHECKING:
     from tests.s3 import S3
@@ -74,7 +74,7 @@ class Producer:
         table = pa.table({"window_id": np.arange(40 + seed), "score": rng.random(40 + seed),
                           "latent": pa.FixedSizeListArray.from_arrays(rng.random(4 * (40 + seed)), 4)})
         for index, part in enumerate((table.slice(0, 20), table.slice(20))):
-            pq.write_table(part, latents / f"part-{index}.parquet")
+            pq.write_table(part, latents / f"part-{index}.parquet", row_group_size=10)
         (latents / "_manifest.json").write_text(f'{{"rows": {table.num_rows}, "seed": {seed}}}')
         model = self.root / "models/latest"
         model.mkdir(parents=True, exist_ok=True)
@@ -233,3 +233,20 @@ def test_remote_error_is_raised_in_process_too(tmp_path):
     consumer = clone(producer, tmp_path / "consumer")
     with pytest.raises(RemoteError, match="no DVC remote is configured"):
         read_outputs(rev, repo=str(consumer))
+
+
+def test_outputs_stream_row_group_by_row_group_and_a_failed_copy_keeps_the_old_file(tmp_path):
+    producer = make_producer(tmp_path / "producer", str(tmp_path / "remote"))
+    rev = producer.publish(1)
+    consumer = clone(producer, tmp_path / "consumer")
+    groups = iter_outputs(rev, repo=str(consumer), columns=["score"])
+    assert [table.num_rows for table in groups] == [10, 10, 10, 10, 1]  # two parts, row groups of 10
+    target = tmp_path / "copy.parquet"
+    target.write_bytes(b"the previous copy")
+    bad = seqmodels("outputs", "read", "--rev", rev, "--repo", str(consumer), "--columns", "nope",
+                    "--to", str(target), cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "cannot read columns ['nope']" in bad.stderr
+    assert target.read_bytes() == b"the previous copy"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".copy")) == []
+    head = seqmodels("outputs", "read", "--rev", rev, "--repo", str(consumer), "--head", "3", cwd=tmp_path)
+    assert "(41 rows)" in head.stdout and len(head.stdout.strip().splitlines()) == 1 + 3 + 1
