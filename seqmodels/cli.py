@@ -163,8 +163,8 @@ def _outputs(args: argparse.Namespace) -> None:
         return
     shown = []
     for table in groups:
-        if rows < args.head:
-            shown.append(table.slice(0, args.head - rows))
+        if rows < args.head or not shown:  # the first group at least: its columns, for --head 0
+            shown.append(table.slice(0, max(args.head - rows, 0)))
         rows += table.num_rows
     print(pa.concat_tables(shown).to_pandas().to_string())
     print(f"({rows} rows)")
@@ -173,11 +173,7 @@ def _outputs(args: argparse.Namespace) -> None:
 def _push(args: argparse.Namespace) -> None:
     from seqmodels import remote
 
-    if args.if_configured:
-        print(remote.push_if_configured(".", args.stages), flush=True)
-        return
-    target, count = remote.push(".", args.stages)
-    print(f"pushed {count} new files to {target}", flush=True)
+    print(remote.push_report(".", args.stages, require=not args.if_configured), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

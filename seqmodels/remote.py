@@ -126,10 +126,11 @@ def push(root: Path | str = ".", targets: Sequence[str] | None = None, *,
                               "rerun `dvc repro` if outputs are absent from the cache") from None
 
 
-def push_if_configured(root: Path | str = ".", targets: Sequence[str] | None = None) -> str:
-    """What every producer path runs after it updates dvc.lock: push when a remote is set,
-    otherwise say where the outputs stay. Returns the line to print."""
-    pushed = push(root, targets, require=False)
+def push_report(root: Path | str = ".", targets: Sequence[str] | None = None, *,
+                require: bool = False) -> str:
+    """What every producer path runs after it updates dvc.lock: push, and the line to print;
+    with no remote and `require` False, the line says where the outputs stay instead."""
+    pushed = push(root, targets, require=require)
     if pushed is None:
         return ("no DVC remote configured: the outputs stay in this checkout's DVC cache; consumers on "
                 "other machines need one (README, 'Sharing outputs')")
@@ -162,7 +163,7 @@ def _kind(error: BaseException) -> str | None:
                                                  "AccessDenied", "Forbidden", "(403)")):
             kinds.add("credentials")
         elif name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
-                      "ConnectionRefusedError", "ServerDisconnectedError"} \
+                      "ServerDisconnectedError"} \
                 or isinstance(link, ConnectionError) or "Could not connect to the endpoint" in text:
             kinds.add("unreachable")
         elif isinstance(link, DataIndexDirError) or "No storage files available" in text:

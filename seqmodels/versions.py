@@ -131,10 +131,10 @@ def iter_outputs(rev: str | None = None, *, path: str = DEFAULT_PATH, repo: str 
                     try:
                         table = (file.read_row_group(group, columns=columns) if file.num_row_groups
                                  else file.read(columns=columns))
-                    except (KeyError, pa.ArrowInvalid) as error:  # a requested column is not there
-                        raise SeqmodelsError(f"cannot read columns {columns} of {part} at {label}: "
-                                             f"{str(error).splitlines()[0]}", where=part,
-                                             fix="`seqmodels outputs show` prints the schema") from None
+                    except pa.ArrowInvalid as error:  # a part Arrow cannot decode
+                        raise SeqmodelsError(f"cannot read {part} at {label}: {str(error).splitlines()[0]}",
+                                             where=part, fix="`seqmodels outputs show` prints the schema; "
+                                             "republish the outputs of that revision") from None
                     yield table
 
 

@@ -30,7 +30,7 @@ import yaml
 from seqmodels.config import load_config
 from seqmodels.distributed.results import default_results_uri, download
 from seqmodels.errors import ClusterError
-from seqmodels.remote import push_if_configured
+from seqmodels.remote import push_report
 
 RUNTIME_ENV_FILE = Path("cluster/runtime_env.yaml")
 TARGET_KEY = "seqmodels_target"
@@ -275,7 +275,7 @@ def fetch_from(results: str) -> None:
           "dvc.lock is up to date: commit it with git", flush=True)
     # Pushed from here, not by the job: this checkout holds the git history the outputs are
     # versioned in, and the cluster needs no credentials for the DVC remote.
-    print(push_if_configured(Path.cwd(), stages), flush=True)
+    print(push_report(Path.cwd(), stages), flush=True)
 
 
 def manage(action: str, job_id: str | None, *, address: str | None, follow_logs: bool = False,
