@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from seqmodels.checkpoints import load_exported_model
+from seqmodels.distributed.runtime import LOCAL_SYSTEM_CONFIG
 from seqmodels.publish import hash_path
 from tests.conftest import copy_project
 
@@ -86,7 +87,7 @@ def live_cluster() -> Iterator[LiveCluster]:
               "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     head = [BIN / "ray", "start", "--head", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
-            *common, *_node_ports()]
+            f"--system-config={json.dumps(LOCAL_SYSTEM_CONFIG)}", *common, *_node_ports()]
     second = [BIN / "ray", "start", f"--address={cluster.gcs_address}", *common, *_node_ports()]
     try:
         for command in (head, second):

@@ -247,3 +247,41 @@ def test_a_ray_worker_gives_back_arrow_memory_once_freed(tiny):
     held, kept = ray.get(allocate_then_free.remote())
     assert held > 250 << 20
     assert kept < 50 << 20
+
+
+STALLED_RAYLET = """
+import sys, time
+import psutil, ray
+from seqmodels.config import RayConfig
+from seqmodels.distributed.runtime import init_ray
+init_ray(RayConfig(num_cpus=1), dashboard=False)
+raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+raylet.suspend()
+time.sleep(float(sys.argv[1]))
+raylet.resume()
+print(ray.get(ray.remote(lambda: "answered").remote(), timeout=60))
+"""
+
+
+@pytest.mark.slow
+def test_a_local_ray_outlives_a_stalled_raylet(tmp_path):
+    """A machine too busy for the raylet to answer Ray's health checks: Ray's default gives up
+    after 5 missed checks, the raylet exits and takes the driver with it (how a pytest run
+    once ended mid-suite, status 1 and no output). A local Ray tolerates 30. Checks are
+    shortened to 0.5 s so that 5 misses take seconds and 30 take longer than the stall."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
+           "RAY_health_check_initial_delay_ms": "0"}
+    env.pop("RAY_ADDRESS", None)
+
+    def stall(seconds: float, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", STALLED_RAYLET, str(seconds)], env={**env, **extra},
+                              capture_output=True, text=True, timeout=240, cwd=tmp_path)
+
+    survived = stall(10)
+    assert survived.returncode == 0 and "answered" in survived.stdout, survived.stderr[-3000:]
+    ray_default = stall(10, RAY_health_check_failure_threshold="5")
+    assert ray_default.returncode != 0 and "marked as dead" in ray_default.stdout + ray_default.stderr

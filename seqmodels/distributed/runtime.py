@@ -56,6 +56,15 @@ INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", READ_TASK_BYTES_E
 # with the workers' handles as arguments and max_restarts=-1, which Ray's core worker logs at
 # ERROR level ("has constructor arguments in the object store and max_restarts > 0").
 LOCAL_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# Only for a local Ray: the GCS declares a raylet dead after `health_check_failure_threshold`
+# health checks without a reply, and a raylet declared dead exits, taking the driver with it
+# (exit status 1; under pytest, with no output at all). With Ray's default of 5, a raylet
+# that could not answer for 60 s was declared dead (measured: SIGSTOP for 60 s); a 2-core
+# machine running a neighbour's job can stall that long. One machine has no other node to
+# move work to, so a stall should slow the run, not end it: with 30, a 75 s stall passed.
+# RAY_health_check_failure_threshold in the environment still wins (Ray itself would let
+# _system_config win over it).
+LOCAL_SYSTEM_CONFIG = {"health_check_failure_threshold": 30}
 # Deprecation warnings Ray 2.60 raises about its own calls, as (message, module) regexes:
 # DataContext's dataclass __init__ assigns its deprecated fields, so every new context warns;
 # Ray Train's DataConfig.default_ingest_options passes exclude_resources to ExecutionOptions.
@@ -219,8 +228,9 @@ def _start_local(cfg: RayConfig, dashboard: bool) -> None:
         os.environ.setdefault(name, value)
     local_token_auth()
     store = cfg.object_store_mb * 2**20 if cfg.object_store_mb is not None else None
+    system = {name: value for name, value in LOCAL_SYSTEM_CONFIG.items() if f"RAY_{name}" not in os.environ}
     ray.init(num_cpus=cfg.num_cpus, object_store_memory=store,
-             include_dashboard=dashboard, dashboard_host="127.0.0.1",
+             include_dashboard=dashboard, dashboard_host="127.0.0.1", _system_config=system,
              logging_level=cfg.log_level, logging_config=ray.LoggingConfig(log_level=cfg.log_level))
     _local.without_dashboard = not dashboard
 
