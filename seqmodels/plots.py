@@ -379,6 +379,16 @@ def zoom_windows(series: list[Timeline], max_zooms: int = 6, context: int | None
     return (labelled + flagged)[:max(0, max_zooms)]
 
 
+def overview_series(series: list[Timeline], windows: list[ZoomWindow], max_series: int) -> list[Timeline]:
+    """The series drawn whole, at most `max_series` in their own order: one panel pair per
+    series made a figure of thousands of series unreadable and slow to draw, so those that the
+    zoomed events come from go first, then those with the highest peak score."""
+    chosen = list(dict.fromkeys(w.series for w in windows))
+    peaks = [float(np.nanmax(s.score)) if np.isfinite(s.score).any() else -np.inf for s in series]
+    rest = sorted(set(range(len(series))) - set(chosen), key=lambda i: (-peaks[i], i))
+    return [series[i] for i in sorted((chosen + rest)[:max(0, max_series)])]
+
+
 def _decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """At most `max_points` points that draw like the full line: per bucket of consecutive
     steps the minimum and the maximum, in time order, so a one-step spike still shows. A bucket
@@ -484,16 +494,20 @@ def _layout(n_series: int, n_zooms: int):
 
 
 def timeline(series: list[Timeline], threshold: float | None, path: Path, max_zooms: int = 6,
-             context: int | None = None) -> None:
-    """Each series whole (values over score, labelled runs in red, flagged events in orange,
-    the splits marked), then zoomed panels at full resolution on the events `zoom_windows`
-    picks: an overview of a long series shows *where* the score rises, a zoom shows *what*
-    the series did there."""
+             context: int | None = None, max_series: int = 6) -> None:
+    """Whole series (values over score, labelled runs in red, flagged events in orange, the
+    splits marked), at most `max_series` of them (`overview_series`), then zoomed panels at
+    full resolution on the events `zoom_windows` picks among all series: an overview of a
+    long series shows *where* the score rises, a zoom shows *what* the series did there."""
     windows = zoom_windows(series, max_zooms, context)
-    fig, overviews, zooms = _layout(len(series), len(windows))
-    for s, (ax_values, ax_score) in zip(series, overviews, strict=True):
+    shown = overview_series(series, windows, max_series)
+    fig, overviews, zooms = _layout(len(shown), len(windows))
+    for s, (ax_values, ax_score) in zip(shown, overviews, strict=True):
         _draw(ax_values, ax_score, s, 0, len(s.t), threshold)
         ax_values.set_title(f"{s.series_id}: {len(s.t)} steps", fontsize=9)
+    if len(shown) < len(series):
+        fig.suptitle(f"{len(shown)} of {len(series)} series drawn whole: those with zoomed events, "
+                     "then the highest scores", fontsize=8, x=0.99, ha="right")
     for w, (ax_values, ax_score) in zip(windows, zooms, strict=True):
         s = series[w.series]
         _draw(ax_values, ax_score, s, w.lo, w.hi, threshold)

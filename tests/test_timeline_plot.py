@@ -7,7 +7,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from seqmodels.plots import MAX_LINE_POINTS, Timeline, _decimate, timeline, zoom_windows
+from seqmodels.plots import MAX_LINE_POINTS, Timeline, _decimate, overview_series, timeline, zoom_windows
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -118,3 +118,18 @@ def test_mismatched_lengths_are_refused():
     s = _series(n=100)
     with pytest.raises(ValueError, match="lengths"):
         Timeline("bad", s.t, s.values, s.score[:50], s.split)
+
+
+def test_a_few_series_are_drawn_whole_the_zoomed_ones_first_then_the_highest_scores(tmp_path):
+    """A figure with one panel pair per series of thousands was unreadable and took minutes."""
+    many = [_series(n=200, sid=f"s{i:02d}", with_labels=False) for i in range(40)]
+    many[30] = _series(n=200, sid="s30", labelled=[(120, 125)])
+    many[5].score[50], many[17].score[60] = 9.0, 8.0
+    windows = zoom_windows(many, max_zooms=1)
+    assert [w.series_id for w in windows] == ["s30"]
+    assert [s.series_id for s in overview_series(many, windows, max_series=3)] == ["s05", "s17", "s30"]
+    assert [s.series_id for s in overview_series(many, [], max_series=1)] == ["s05"]
+    drawn, three = tmp_path / "many.png", tmp_path / "three.png"
+    timeline(many, 0.9, drawn, max_zooms=1, max_series=3)
+    timeline([many[i] for i in (5, 17, 30)], 0.9, three, max_zooms=1)
+    assert mpimg.imread(drawn).shape == mpimg.imread(three).shape

@@ -39,14 +39,14 @@ def draw(inputs: Evaluation, cfg: Config, staging: Path, result: dict[str, Any],
 def timeline(points: PointResult, staging: Path) -> None:
     """Each series' values over its per-step score, labelled and flagged runs, zooms on events."""
     table, score = points.steps.table, points.steps.scores["model"]
-    features = points.steps.value_columns
+    # each column converted once: per series, it made the plot quadratic in the series count
+    t, values = table["t"].to_numpy(), table[points.steps.value_columns].to_numpy()
+    split, labels = points.steps.split, points.steps.label
     series = []
     for series_id, rows in table.groupby("series_id", sort=False).indices.items():
         series.append(plots.Timeline(
-            series_id=str(series_id), t=table["t"].to_numpy()[rows], values=table[features].to_numpy()[rows],
-            score=score[rows], split=table["split"].to_numpy().astype(str)[rows],
-            labels=None if "label" not in table.columns else table["label"].to_numpy()[rows],
-            flags=points.flags[rows]))
+            series_id=str(series_id), t=t[rows], values=values[rows], score=score[rows], split=split[rows],
+            labels=None if labels is None else labels[rows], flags=points.flags[rows]))
     plots.timeline(series, points.threshold.value, staging / "timeline.png")
 
 
