@@ -86,17 +86,18 @@ def write_windows(path: Path, rows: int, seed: int = 0, chunk: int = 200_000) ->
 
 
 class PeakMemory:
-    """Largest PSS of this process tree, sampled on a thread, and who held it at the peak."""
+    """Largest PSS of this process tree, sampled on a thread, and who held it at the peak.
+    `include_self=False` leaves out this process: only the commands it runs count."""
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, interval_s: float = 0.2, include_self: bool = True):
         self.interval_s, self.peak, self.at_peak, self._stop = interval_s, 0, {}, threading.Event()
+        self.include_self = include_self
 
-    @staticmethod
-    def _sample() -> dict[str, int]:
+    def _sample(self) -> dict[str, int]:
         """PSS by process title (Ray names its workers ray::<task or actor>)."""
         root = psutil.Process()
         by_title: dict[str, int] = {}
-        for process in [root, *root.children(recursive=True)]:
+        for process in [root] * self.include_self + root.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 title = " ".join(process.cmdline())[:40] or process.name()
                 by_title[title] = by_title.get(title, 0) + process.memory_full_info().pss

@@ -1,0 +1,189 @@
+"""Every stage of the pipeline at N and at 10 x N rows: each stage's time and peak memory, and
+prepare's rows/s against a plain single-process pyarrow/numpy pass over the same file.
+
+The input is what an operations team has: one canonical Parquet file (series_id, t, four
+sensor features, a per-step anomaly label) of series 1,000 steps long, each a noisy mix of
+two periods with a few labelled incidents (a level shift or a burst of noise), written a
+row group at a time so that 100M rows need no more memory than 1M. The pipeline runs on it
+with window 100, stride 50, split by series, per-step scores (data.labels=points), a small
+conv model trained for one epoch by one Ray Train worker (the speed of every stage but
+train does not depend on the weights).
+
+Each stage is its own `python pipelines/<stage>.py --params params.yaml` in a fresh process,
+as `dvc repro` runs it; its peak memory is the largest PSS summed over that process tree
+(Ray's daemons and workers included; this script's own process is not), sampled every 0.2 s
+(benchmarks/infer_throughput.PeakMemory). Streaming means a stage's peak at 10 x N stays
+within 1.2 x its peak at N (issue 19).
+
+The plain pass (`plain_prepare`) does prepare's work by hand on the same file: it reads it
+a row group at a time, standardises the features with the train series' mean and standard
+deviation, cuts each series' stride-50 windows and writes them as fixed-size-list Parquet;
+no validation, no Ray, no splits file. prepare's rows/s over the plain pass's is the ratio.
+
+    .venv/bin/python benchmarks/pipeline_scale.py                          # 1M and 10M rows
+    .venv/bin/python benchmarks/pipeline_scale.py --rows 100000 --scale 10 --stages prepare validate
+    .venv/bin/python benchmarks/pipeline_scale.py --rows 100000000 --scale 1  # the 100M run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from infer_throughput import PeakMemory  # a sibling script: benchmarks/ is sys.path[0]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "pipeline_scale.json"
+STAGES = ("prepare", "validate", "train", "infer", "detector", "evaluate")
+LENGTH, FEATURES, WINDOW, STRIDE = 1_000, ("f0", "f1", "f2", "f3"), 100, 50
+SERIES_PER_GROUP = 100  # 100k rows per row group
+TEST_FRACTION, VAL_FRACTION = 0.3, 0.15
+
+
+def write_series(path: Path, rows: int, seed: int = 0) -> int:
+    """rows // LENGTH series of LENGTH steps; one in five has an incident, labelled per step.
+    Returns the number of series."""
+    n_series = max(rows // LENGTH, 1)
+    rng = np.random.default_rng(seed)
+    t = np.arange(LENGTH, dtype=np.int64)
+    with pq.ParquetWriter(path, schema(), compression="zstd") as writer:
+        for first in range(0, n_series, SERIES_PER_GROUP):
+            ids, values, labels = [], [], []
+            for index in range(first, min(first + SERIES_PER_GROUP, n_series)):
+                phase, period = rng.uniform(0, 2 * np.pi, 2), rng.uniform(20, 80, 2)
+                x = (np.sin(2 * np.pi * t[:, None] / period + phase)[:, [0, 1, 0, 1]]
+                     * np.array([1.0, 0.5, -0.8, 0.3]) + rng.normal(0, 0.1, (LENGTH, len(FEATURES))))
+                label = np.zeros(LENGTH, np.int8)
+                if index % 5 == 4:
+                    start, width = int(rng.integers(100, LENGTH - 150)), int(rng.integers(20, 80))
+                    x[start:start + width] += rng.choice([2.0, -2.0]) if index % 2 else rng.normal(
+                        0, 1.5, (width, len(FEATURES)))
+                    label[start:start + width] = 1
+                ids.append(np.full(LENGTH, f"s{index:07d}"))
+                values.append(x)
+                labels.append(label)
+            x = np.concatenate(values)
+            columns = {"series_id": np.concatenate(ids), "t": np.tile(t, len(ids)),
+                       **{name: x[:, i] for i, name in enumerate(FEATURES)}, "label": np.concatenate(labels)}
+            writer.write_table(pa.table(columns, schema=schema()))
+    return n_series
+
+
+def schema() -> pa.Schema:
+    return pa.schema([("series_id", pa.string()), ("t", pa.int64()),
+                      *((name, pa.float64()) for name in FEATURES), ("label", pa.int8())])
+
+
+def params(source: Path) -> dict:
+    """The pipeline's parameters for the benchmark project (every path relative to it)."""
+    return {
+        "seed": 0,
+        "data": {"kind": "series", "source": str(source), "labels": "points", "window": WINDOW,
+                 "stride": STRIDE, "split": {"by": "series", "val": VAL_FRACTION, "test": TEST_FRACTION}},
+        "model": {"kind": "conv", "hidden_size": 16, "num_layers": 2, "latent_dim": 8},
+        "train": {"workers": 1, "epochs": 1, "batch_size": 256, "lr": 0.005},
+        "infer": {"batch_size": 1024, "concurrency": 1},
+        "ray": {"num_cpus": 2},
+    }
+
+
+def run_stage(stage: str, project: Path) -> dict:
+    started = time.perf_counter()
+    with PeakMemory(include_self=False) as peak:
+        done = subprocess.run([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), "--params",
+                               "params.yaml"], cwd=project, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{stage} failed in {project}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return {"seconds": round(time.perf_counter() - started, 1), "peak_pss_mib": round(peak.peak / 2**20),
+            "peak_pss_top_mib": peak.top(4)}
+
+
+def plain_prepare(source: Path, target: Path, n_series: int, seed: int = 0) -> dict:
+    """prepare's reading, scaling and windowing in one process, a row group at a time."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_series)
+    n_test, n_val = round(n_series * TEST_FRACTION), round(n_series * VAL_FRACTION)
+    train = np.zeros(n_series, bool)
+    train[order[n_test + n_val:]] = True
+    file = pq.ParquetFile(source)
+    total, square, count = np.zeros(len(FEATURES)), np.zeros(len(FEATURES)), 0
+    for group in range(file.num_row_groups):  # pass 1: the train series' mean and std
+        table = file.read_row_group(group, columns=["series_id", *FEATURES])
+        index = np.char.lstrip(table.column("series_id").to_numpy(zero_copy_only=False).astype(str), "s")
+        keep = train[index.astype(np.int64)]
+        x = np.column_stack([table.column(name).to_numpy() for name in FEATURES])[keep]
+        total, square, count = total + x.sum(0), square + (x * x).sum(0), count + len(x)
+    mean = total / count
+    std = np.sqrt(square / count - mean**2)
+    starts = np.arange(0, LENGTH - WINDOW + 1, STRIDE)
+    windows = 0
+    out_schema = pa.schema([("series_id", pa.string()), ("start", pa.int64()),
+                            ("x", pa.list_(pa.float32(), WINDOW * len(FEATURES)))])
+    with pq.ParquetWriter(target, out_schema) as writer:
+        for group in range(file.num_row_groups):  # pass 2: scale, cut, write
+            table = file.read_row_group(group, columns=["series_id", *FEATURES])
+            x = ((np.column_stack([table.column(name).to_numpy() for name in FEATURES]) - mean) / std)
+            per_series = x.astype(np.float32).reshape(-1, LENGTH, len(FEATURES))
+            cut = np.lib.stride_tricks.sliding_window_view(per_series, WINDOW, axis=1)[:, starts]
+            cut = cut.transpose(0, 1, 3, 2).reshape(-1, WINDOW * len(FEATURES))
+            ids = table.column("series_id").to_numpy(zero_copy_only=False)[::LENGTH]
+            writer.write_table(pa.table({
+                "series_id": np.repeat(ids, len(starts)), "start": np.tile(starts, len(ids)),
+                "x": pa.FixedSizeListArray.from_arrays(pa.array(cut.ravel()), WINDOW * len(FEATURES))}))
+            windows += len(cut)
+    return {"seconds": round(time.perf_counter() - started, 1), "windows": windows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="N, the smaller size")
+    parser.add_argument("--scale", type=int, default=10, help="the larger size is scale x N (1: one size)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="the stages to measure, in pipeline order (each needs the ones before)")
+    parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
+    args = parser.parse_args()
+    stages = [stage for stage in STAGES if stage in args.stages]
+    needed = STAGES[:STAGES.index(stages[-1]) + 1]
+    result: dict = {"length": LENGTH, "features": len(FEATURES), "window": WINDOW, "stride": STRIDE,
+                    "train": "1 epoch, 1 worker", "sizes": {}}
+    with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
+        root = args.keep or Path(tmp)
+        for rows in sorted({args.rows, args.rows * args.scale}):
+            project = root / f"rows-{rows}"
+            project.mkdir(parents=True, exist_ok=True)
+            source = project / "series.parquet"
+            n_series = write_series(source, rows)
+            (project / "params.yaml").write_text(yaml.safe_dump(params(source), sort_keys=False))
+            size: dict = {"series": n_series, "file_mib": round(source.stat().st_size / 2**20)}
+            plain = plain_prepare(source, project / "plain-windows.parquet", n_series)
+            size["plain_prepare"] = {**plain, "rows_per_s": round(n_series * LENGTH / plain["seconds"])}
+            for stage in needed:
+                measured = run_stage(stage, project)
+                if stage in stages:
+                    size[stage] = measured
+                print(rows, stage, json.dumps(measured), flush=True)
+            if "prepare" in size:
+                size["prepare"]["rows_per_s"] = round(n_series * LENGTH / size["prepare"]["seconds"])
+                size["prepare_vs_plain"] = round(plain["seconds"] / size["prepare"]["seconds"], 3)
+            result["sizes"][str(rows)] = size
+    if args.scale > 1:
+        small, large = (result["sizes"][str(n)] for n in (args.rows, args.rows * args.scale))
+        result["peak_memory_large_vs_small"] = {
+            stage: round(large[stage]["peak_pss_mib"] / small[stage]["peak_pss_mib"], 3) for stage in stages}
+    print(json.dumps(result, indent=2))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
