@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import pytest
 
 from seqmodels.config import config_from_mapping
@@ -16,7 +17,10 @@ from seqmodels.data.series_files import canonical_form
 from seqmodels.data.splits import time_splits
 from seqmodels.data.windows import window_starts
 from seqmodels.errors import DataError
-from seqmodels.timeline import StepScores
+from seqmodels.evaluation import Scored, choose_threshold
+from seqmodels.spec import SERIES_FILE
+from seqmodels.thresholds import read_thresholds
+from seqmodels.timeline import StepScores, output_steps
 from tests.test_hardening import assert_clean_failure, project, published  # noqa: F401 (fixture)
 
 STEPS = 60
@@ -258,6 +262,14 @@ def test_stages_publish_a_timeline_events_and_point_metrics(tmp_path, labelled):
     detector.run(cfg)
     evaluate.run(cfg)
 
+    # the detector stage streams; its step threshold is the one fitted on every step at once
+    every = pq.read_table(Path(cfg.paths.prepared) / SERIES_FILE).to_pandas()
+    scores = output_steps(pads.dataset(cfg.paths.outputs), every.groupby("series_id", sort=False).size(),
+                          cfg.data.window, "window")
+    reference = Scored(split=every["split"].to_numpy().astype(str), score=scores,
+                       label=every["label"].to_numpy() if labelled else None)
+    assert read_thresholds(cfg.paths.detector).step == choose_threshold(reference, cfg.evaluate.threshold)
+
     timeline = pq.read_table(cfg.paths.timeline).to_pandas()
     assert len(timeline) == 240 + 300 and timeline["score"].notna().sum() >= 300
     assert ("label" in timeline.columns) == labelled
@@ -314,3 +326,25 @@ def test_a_step_back_is_reported_against_the_same_series_previous_step():
     with pytest.raises(DataError) as caught:
         canonical_form(interleaved, "pumps", "pumps.csv")
     assert "data row 3 (5 after 5), data row 4 (1 after 1) (2 row(s) in all)" in caught.value.message
+
+
+def test_the_detector_stage_finds_each_series_fitting_steps_across_batches(tmp_path, monkeypatch):
+    """fitting_steps reads the canonical table in batches (of 4 rows here): a series cut by a
+    batch boundary keeps its step numbers, and a split that no step has finds nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqmodels.stages import detector
+    from seqmodels.stages.detector import fitting_steps
+
+    monkeypatch.setattr(detector, "SERIES_BATCH_ROWS", 4)
+
+    split = ["train"] * 6 + ["val"] * 4 + ["train"] * 3 + ["val"] * 2 + ["test"] * 5
+    table = pa.table({"series_id": ["a"] * 10 + ["b"] * 5 + ["c"] * 5, "split": split,
+                      "label": np.arange(20) % 3})
+    pq.write_table(table, tmp_path / "series.parquet", row_group_size=8)  # a in 3 batches, b in 2
+    lengths, val = fitting_steps(pq.ParquetFile(tmp_path / "series.parquet"), "val", labelled=True)
+    assert lengths == {"a": 10, "b": 5, "c": 5} and list(val) == ["a", "b"]
+    assert val["a"].positions.tolist() == [6, 7, 8, 9] and val["b"].positions.tolist() == [3, 4]
+    assert val["a"].labels.tolist() == [0, 1, 2, 0] and val["b"].labels.tolist() == [1, 2]
+    assert fitting_steps(pq.ParquetFile(tmp_path / "series.parquet"), "nothing", labelled=False)[1] == {}
