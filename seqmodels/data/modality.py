@@ -38,6 +38,7 @@ class PreparedTable:
     name: str  # as the validation report and its messages name it
     file: str  # in the prepared folder
     schema: pa.DataFrameSchema
+    series_column: str | None = None  # groups rows into series for the schema's checks along one
 
 
 def no_extra_tables(spec: DataSpec) -> list[PreparedTable]:

@@ -107,7 +107,7 @@ def output_schema(examples: pa.DataFrameSchema, latent_dim: int, reconstruction:
     return examples.remove_columns(["x"]).add_columns(columns)
 
 
-def _failure_rows(error: SchemaError | SchemaErrors) -> pd.DataFrame:
+def failure_rows(error: SchemaError | SchemaErrors) -> pd.DataFrame:
     if isinstance(error, SchemaErrors):
         return error.failure_cases
     cases = error.failure_cases
@@ -178,24 +178,31 @@ def validate_table(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, table: st
     try:
         return schema.validate(frame, lazy=True)
     except (SchemaError, SchemaErrors) as error:
-        failures = _failure_rows(error)
-        problems = summarise_failures(failures)
-        lines = [f"{table} table from {source} failed validation ({len(problems)} problem(s); "
-                 "rows counted from 0 after the header):"]
-        for p in problems:
-            if p["column"] is None:  # a check over whole rows
-                shown = "; ".join(f"row {e['row']}: " + ", ".join(f"{c}={v!r}" for c, v in e["value"].items())
-                                  for e in p["examples"])
-                lines.append(f"  - check {p['check']}: {p['failing_rows']} failing row(s); e.g. {shown}")
-                continue
-            shown = ", ".join(f"row {e['row']}: {e['value']!r}" for e in p["examples"])
-            lines.append(f"  - column {p['column']!r}, check {p['check']}: "
-                         f"{p['failing_rows']} failing; e.g. {shown}")
-        exc = DataValidationError("\n".join(lines), where=source,
-                                  fix="correct the data (or data.* params) and rerun")
-        exc.report = {"table": table, "source": source, "valid": False, "problems": problems,
-                      "failure_cases": failure_records(failures), "failure_cases_total": len(failures)}
-        raise exc from None
+        failures = failure_rows(error)
+        raise validation_error(summarise_failures(failures), failures, len(failures), table=table,
+                               source=source) from None
+
+
+def validation_error(problems: list[dict[str, Any]], failures: pd.DataFrame, total: int, *, table: str,
+                     source: str) -> DataValidationError:
+    """The one error of a table's failures: `problems` (summarise_failures) in the message,
+    `failures` (the first cases, up to MAX_REPORT_ROWS) and their `total` in `.report`."""
+    lines = [f"{table} table from {source} failed validation ({len(problems)} problem(s); "
+             "rows counted from 0 after the header):"]
+    for p in problems:
+        if p["column"] is None:  # a check over whole rows
+            shown = "; ".join(f"row {e['row']}: " + ", ".join(f"{c}={v!r}" for c, v in e["value"].items())
+                              for e in p["examples"])
+            lines.append(f"  - check {p['check']}: {p['failing_rows']} failing row(s); e.g. {shown}")
+            continue
+        shown = ", ".join(f"row {e['row']}: {e['value']!r}" for e in p["examples"])
+        lines.append(f"  - column {p['column']!r}, check {p['check']}: "
+                     f"{p['failing_rows']} failing; e.g. {shown}")
+    error = DataValidationError("\n".join(lines), where=source,
+                                fix="correct the data (or data.* params) and rerun")
+    error.report = {"table": table, "source": source, "valid": False, "problems": problems,
+                    "failure_cases": failure_records(failures), "failure_cases_total": total}
+    return error
 
 
 def write_report(path: Path, entries: list[dict[str, Any]]) -> None:

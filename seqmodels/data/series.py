@@ -227,7 +227,7 @@ def series_schema(features: list[str], time_type: str = "int64") -> pa.DataFrame
 def canonical_table(spec: DataSpec) -> list[PreparedTable]:
     """The canonical table prepare keeps beside the windows, checked by validate too."""
     schema = series_schema(list(spec.features), spec.time_dtype)
-    return [PreparedTable("canonical series", SERIES_FILE, schema)]
+    return [PreparedTable("canonical series", SERIES_FILE, schema, series_column="series_id")]
 
 
 # --- preparation -------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def step_scores(outputs: pads.Dataset, prepared: Path, spec: DataSpec, how: str)
     scores at a time (timeline.series_in_order)."""
     if not spec.timeline:
         return None
-    series = pq.ParquetFile(prepared / SERIES_FILE)
+    series = pq.ParquetFile(prepared / SERIES_FILE, pre_buffer=False)  # see validate._blocks
     lengths, fitting = fitting_steps(series, "val", spec.has_labels)
     if not fitting:
         lengths, fitting = fitting_steps(series, "train", spec.has_labels)

@@ -12,7 +12,7 @@ from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.build import build_examples
 from seqmodels.data.modality import PreparedData
-from seqmodels.data.tables import examples_to_arrow, parquet_write_options
+from seqmodels.data.tables import examples_to_arrow, parquet_write_options, row_group_rows
 from seqmodels.errors import DataValidationError
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
 from seqmodels.spec import EXAMPLES_FILE, SPEC_FILE, SPLITS
@@ -49,7 +49,8 @@ def write_prepared(prepared: PreparedData, directory: Path) -> None:
     scaler, vocabulary) into `directory`."""
     spec = prepared.spec
     examples = examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete)
-    pq.write_table(examples, directory / EXAMPLES_FILE, **parquet_write_options(examples.schema))
+    pq.write_table(examples, directory / EXAMPLES_FILE, row_group_size=row_group_rows(examples),
+                   **parquet_write_options(examples.schema))
     write_json_atomic(directory / SPEC_FILE, spec.to_dict())
     for name, payload in prepared.artifacts.items():
         if isinstance(payload, pd.DataFrame):

@@ -1,15 +1,19 @@
 """Stage `validate`: the Pandera contracts on everything prepare wrote, with a full report
-in paths.validation_report (the stage's output, valid or not)."""
+in paths.validation_report (the stage's output, valid or not). Each table is read and
+checked a block of rows at a time (seqmodels.data.blocks), so memory does not grow with it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
+from seqmodels.data.blocks import BlockValidation, block_rows
 from seqmodels.data.registry import modality
 from seqmodels.data.tables import read_spec
 from seqmodels.errors import DataError, DataValidationError
@@ -22,12 +26,15 @@ def run(cfg: Config) -> None:
     failures: list[DataValidationError] = []
     for table in modality(spec.kind).prepared_tables(spec):
         path = prepared / table.file
-        frame = _read(path)
+        validation = BlockValidation(table.schema, table=table.name, source=str(path),
+                                     series_column=table.series_column)
+        for block in _blocks(path):
+            validation.add(block)
         try:
-            schemas.validate_table(frame, table.schema, table=table.name, source=str(path))
-            entries.append({"table": table.name, "source": str(path), "valid": True, "rows": len(frame)})
+            entries.append({"table": table.name, "source": str(path), "valid": True,
+                            "rows": validation.finish()})
         except DataValidationError as error:
-            entries.append({**error.report, "rows": len(frame)})
+            entries.append({**error.report, "rows": validation.rows})
             failures.append(error)
     report = Path(cfg.paths.validation_report)
     schemas.write_report(report, entries)
@@ -38,9 +45,11 @@ def run(cfg: Config) -> None:
     print(f"validated {tables} -> {report}")
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _blocks(path: Path) -> Iterator[pd.DataFrame]:
     try:
-        return pd.read_parquet(path)
+        file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered row groups stay until the file closes
+        for batch in file.iter_batches(batch_size=block_rows(file)):
+            yield batch.to_pandas()
     except Exception as error:
         raise DataError(f"cannot read {path}: {error}", where=str(path),
                         fix="rerun the prepare stage") from None
