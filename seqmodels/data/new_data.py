@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from seqmodels import storage
 from seqmodels.data import schemas
@@ -30,6 +29,7 @@ from seqmodels.data.files import RESERVED_COLUMNS, read_errors
 from seqmodels.data.scaling import StandardScaler
 from seqmodels.data.segments import Segment
 from seqmodels.data.series_files import canonical_form
+from seqmodels.data.tables import streaming_parquet
 from seqmodels.errors import CheckpointError, DataError
 from seqmodels.spec import DataSpec
 
@@ -101,7 +101,7 @@ def read_chunks(location: str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]
                 yield from reader
         else:
             offset = 0
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
+            for batch in streaming_parquet(handle).iter_batches(batch_size=rows):
                 frame = batch.to_pandas()
                 frame.index = pd.RangeIndex(offset, offset + len(frame))
                 offset += len(frame)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from seqmodels.checkpoints import MODEL_CARD, WEIGHTS_FILE, load_exported_model
 from seqmodels.config import Config
+from seqmodels.data.tables import streaming_parquet
 from seqmodels.evaluation import Scored
 from seqmodels.publish import clean_stale_staging, publishing
 from seqmodels.spec import SERIES_FILE, DataSpec
@@ -73,7 +74,7 @@ def step_scores(outputs: pads.Dataset, prepared: Path, spec: DataSpec, how: str)
     scores at a time (timeline.series_in_order)."""
     if not spec.timeline:
         return None
-    series = pq.ParquetFile(prepared / SERIES_FILE, pre_buffer=False)  # see validate._blocks
+    series = streaming_parquet(prepared / SERIES_FILE)
     lengths, fitting = fitting_steps(series, "val", spec.has_labels)
     if not fitting:
         lengths, fitting = fitting_steps(series, "train", spec.has_labels)

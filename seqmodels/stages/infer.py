@@ -12,6 +12,7 @@ from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.registry import modality
+from seqmodels.data.tables import streaming_parquet
 from seqmodels.distributed.infer import predict_to_parquet
 from seqmodels.errors import DataError
 from seqmodels.models.base import FusedAutoencoder
@@ -73,7 +74,7 @@ def _validate_output_parts(directory: Path, schema) -> int:
     """Validate the written Parquet in bounded chunks; returns the row count."""
     rows = 0
     for part in sorted(directory.glob("*.parquet")):
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=OUTPUT_VALIDATION_ROWS):
+        for batch in streaming_parquet(part).iter_batches(batch_size=OUTPUT_VALIDATION_ROWS):
             schemas.validate_table(batch.to_pandas(), schema, table="inference output", source=str(part))
             rows += batch.num_rows
     return rows

@@ -31,7 +31,7 @@ from seqmodels.data import schemas
 from seqmodels.data.new_data import BatchReader, Examples, Steps, input_files
 from seqmodels.data.registry import modality
 from seqmodels.data.segments import segments_table, vector_bytes
-from seqmodels.data.tables import fixed_list, parquet_write_options
+from seqmodels.data.tables import fixed_list, parquet_write_options, streaming_parquet
 from seqmodels.detector import Detector
 from seqmodels.distributed.infer import predict_to_parquet
 from seqmodels.distributed.runtime import READ_TASK_BYTES_ENV, release_ray
@@ -253,7 +253,7 @@ def check_outputs(directory: Path, detector: Detector, reconstructions: bool, ex
         {"is_anomaly": schemas.pa.Column(bool, nullable=False)})
     rows = 0
     for part in sorted(directory.glob("*.parquet")):
-        for index, batch in enumerate(pq.ParquetFile(part).iter_batches(batch_size=65_536)):
+        for index, batch in enumerate(streaming_parquet(part).iter_batches(batch_size=65_536)):
             if index == 0:
                 schemas.validate_table(batch.to_pandas(), schema, table="score output", source=str(part))
             else:
@@ -292,7 +292,7 @@ def write_steps(staging: Path, steps_path: Path, lengths: dict[str, int], detect
     columns = ["series_id", "start", "score", *(["step_score"] if how != "window" else [])]
     outputs = pads.dataset(staging / WINDOWS_DIR, format="parquet")
     batches = outputs.to_batches(columns=columns, batch_size=8192)
-    steps = _StepRows(pq.ParquetFile(steps_path))
+    steps = _StepRows(streaming_parquet(steps_path))
     threshold = detector.thresholds.for_steps.value
     (staging / STEPS_DIR).mkdir()
     rows, writer = 0, None

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
 from seqmodels.data.blocks import BlockValidation, block_rows
 from seqmodels.data.registry import modality
-from seqmodels.data.tables import read_spec
+from seqmodels.data.tables import read_spec, streaming_parquet
 from seqmodels.errors import DataError, DataValidationError
 
 
@@ -47,7 +46,7 @@ def run(cfg: Config) -> None:
 
 def _blocks(path: Path) -> Iterator[pd.DataFrame]:
     try:
-        file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered row groups stay until the file closes
+        file = streaming_parquet(path)
         for batch in file.iter_batches(batch_size=block_rows(file)):
             yield batch.to_pandas()
     except Exception as error:
