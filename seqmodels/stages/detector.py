@@ -74,17 +74,17 @@ def step_scores(outputs: pads.Dataset, prepared: Path, spec: DataSpec, how: str)
     scores at a time (timeline.series_in_order)."""
     if not spec.timeline:
         return None
-    series = streaming_parquet(prepared / SERIES_FILE)
-    lengths, fitting = fitting_steps(series, "val", spec.has_labels)
+    series, split = streaming_parquet(prepared / SERIES_FILE), "val"
+    lengths, fitting = fitting_steps(series, split, spec.has_labels)
     if not fitting:
-        lengths, fitting = fitting_steps(series, "train", spec.has_labels)
+        split = "train"
+        lengths, fitting = fitting_steps(series, split, spec.has_labels)
     columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
     batches = outputs.to_batches(columns=columns, batch_size=OUTPUT_BATCH_ROWS)
     scores = {series_id: steps[fitting[series_id].positions]
               for series_id, steps in series_in_order(batches, lengths, spec.window, how)
               if series_id in fitting}
     order = list(fitting)  # a series without any window scores NaN, as every step before a full window
-    split = next(iter(fitting.values())).split if fitting else "val"
     return Scored(
         split=np.full(sum(len(fitting[s].positions) for s in order), split),
         score=np.concatenate([scores.get(s, np.full(len(fitting[s].positions), np.nan)) for s in order]
@@ -97,7 +97,6 @@ def step_scores(outputs: pads.Dataset, prepared: Path, spec: DataSpec, how: str)
 class FittingSteps:
     """Where one series' steps of the fitting split are, and their labels."""
 
-    split: str
     positions: np.ndarray  # step numbers within the series
     labels: np.ndarray | None
 
@@ -125,7 +124,7 @@ def fitting_steps(series: pq.ParquetFile, split: str, labelled: bool) -> tuple[d
                 found.setdefault(series_id, []).append(
                     (rows + offset, None if label is None else label[begin:end][rows]))
     return lengths, {
-        series_id: FittingSteps(split, np.concatenate([p for p, _ in parts]),
+        series_id: FittingSteps(np.concatenate([p for p, _ in parts]),
                                 None if not labelled else np.concatenate([lab for _, lab in parts]))
         for series_id, parts in found.items()}
 
