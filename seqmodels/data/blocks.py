@@ -79,11 +79,14 @@ class BlockValidation:
             self._last_rows = stacked.drop_duplicates(self.series_column, keep="last")
 
     def finish(self) -> int:
-        """The rows checked; raises the one DataValidationError of every block's failures."""
+        """The rows checked; raises the one DataValidationError of every block's failures,
+        whose report also says how many rows were checked."""
         if self._total:
             failures = pd.concat(self._kept, ignore_index=True) if self._kept else pd.DataFrame()
-            raise validation_error(self._in_table_order(), failures, self._total, table=self.table,
-                                   source=self.source)
+            error = validation_error(self._in_table_order(), failures, self._total, table=self.table,
+                                     source=self.source)
+            error.report["rows"] = self.rows
+            raise error
         return self.rows
 
     def _in_table_order(self) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.blocks import BlockValidation, block_rows
+from seqmodels.data.blocks import block_rows, validate_blocks
 from seqmodels.data.registry import modality
 from seqmodels.data.tables import read_spec, streaming_parquet
 from seqmodels.errors import DataError, DataValidationError
@@ -25,15 +25,12 @@ def run(cfg: Config) -> None:
     failures: list[DataValidationError] = []
     for table in modality(spec.kind).prepared_tables(spec):
         path = prepared / table.file
-        validation = BlockValidation(table.schema, table=table.name, source=str(path),
-                                     series_column=table.series_column)
-        for block in _blocks(path):
-            validation.add(block)
         try:
-            entries.append({"table": table.name, "source": str(path), "valid": True,
-                            "rows": validation.finish()})
+            rows = validate_blocks(_blocks(path), table.schema, table=table.name, source=str(path),
+                                   series_column=table.series_column)
+            entries.append({"table": table.name, "source": str(path), "valid": True, "rows": rows})
         except DataValidationError as error:
-            entries.append({**error.report, "rows": validation.rows})
+            entries.append(error.report)
             failures.append(error)
     report = Path(cfg.paths.validation_report)
     schemas.write_report(report, entries)
