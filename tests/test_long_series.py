@@ -57,13 +57,10 @@ def examples(tmp_path: Path, frame: pd.DataFrame, test: pd.DataFrame | None = No
                          [(100, 0.15, 0.3), (37, 0.25, 0.25), (500, 0.0, 0.2), (64, 0.2, 0.0)])
 def test_time_splits_cut_each_series_in_order_without_overlap(length, val, test):
     lengths = pd.Series([length, length + 11], index=["a", "b"])
-    splits = time_splits(lengths, SplitFractions(by="time", val=val, test=test), window=5)
-    assert len(splits) == lengths.sum()
-    for begin, n in ((0, length), (length, length + 11)):
-        own = splits[begin:begin + n]
-        order = [s for i, s in enumerate(own) if i == 0 or own[i - 1] != s]
-        assert order == [s for s in ("train", "val", "test") if (own == s).any()]  # each once, in time order
-        assert (own == "test").sum() == round(n * test) and (own == "val").sum() == round(n * val)
+    sizes = time_splits(lengths, SplitFractions(by="time", val=val, test=test), window=5)
+    assert sizes.shape == (2, 3) and (sizes.sum(axis=1) == lengths.to_numpy()).all()
+    for (train, n_val, n_test), n in zip(sizes.tolist(), lengths.tolist(), strict=True):
+        assert n_test == round(n * test) and n_val == round(n * val) and train == n - n_val - n_test
 
 
 def test_windows_never_cross_a_split_and_every_step_is_covered(tmp_path):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from seqmodels.checkpoints import export_model, load_exported_model
@@ -108,7 +109,7 @@ def test_prepare_on_a_full_disk_exits_2_and_keeps_the_prepared_data(tiny, cli, t
     prepare.run(tiny)
     prepared = Path(tiny.paths.prepared)
     before = hash_path(prepared)
-    monkeypatch.setattr(prepare.pq, "write_table", no_space)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", no_space)  # every Parquet write prepare makes
     code, stderr = cli("prepare", "--params", str(write_params(tiny, tmp_path / "params.yaml")),
                        "--set", "seed=1")
     assert code == 2 and "Traceback" not in stderr

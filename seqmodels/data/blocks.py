@@ -57,7 +57,9 @@ class BlockValidation:
         self._seen = {name: _SeenValues() for name, column in schema.columns.items() if column.unique}
         self._last_rows: pd.DataFrame | None = None  # per series, the last row seen
 
-    def add(self, frame: pd.DataFrame) -> None:
+    def add(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        """The block as the schema coerces it (a row index counted from the table's start), or
+        None when it failed: its failures are kept for `finish`."""
         frame = frame.set_axis(pd.RangeIndex(self.rows, self.rows + len(frame)))
         self.rows += len(frame)
         checked, carried = frame, None
@@ -65,8 +67,10 @@ class BlockValidation:
             ids = frame[self.series_column].unique()  # few: pandas' isin of Arrow strings loops in Python
             continuing = self._last_rows[self._last_rows[self.series_column].isin(ids)]
             checked, carried = pd.concat([continuing, frame]), continuing.index
+        valid: pd.DataFrame | None = None
+        failed = self._total
         try:
-            self.schema.validate(checked, lazy=True)
+            valid = self.schema.validate(checked, lazy=True)
         except (SchemaError, SchemaErrors) as error:
             failures = failure_rows(error)
             if carried is not None and len(carried):
@@ -77,6 +81,9 @@ class BlockValidation:
             tails = frame.drop_duplicates(self.series_column, keep="last")
             stacked = tails if self._last_rows is None else pd.concat([self._last_rows, tails])
             self._last_rows = stacked.drop_duplicates(self.series_column, keep="last")
+        if valid is None or self._total > failed:
+            return None
+        return valid.iloc[len(valid) - len(frame):]
 
     def finish(self) -> int:
         """The rows checked; raises the one DataValidationError of every block's failures,

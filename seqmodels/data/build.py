@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
+from seqmodels.data.config import DataConfig
 from seqmodels.data.modality import PreparedData
 from seqmodels.data.registry import modality
 
 
 def build_examples(cfg: Config) -> PreparedData:
     """Load `cfg.data.source`, validate the raw table, prepare and validate the examples."""
-    data = cfg.data
+    return prepare_examples(cfg.data, cfg.seed)
+
+
+def prepare_examples(data: DataConfig, seed: int) -> PreparedData:
+    """build_examples from the data section and the seed alone."""
     kind = modality(data.kind)
-    prepared = kind.prepare(data, cfg.seed)
+    prepared = kind.prepare(data, seed)
     schemas.validate_table(prepared.examples, kind.examples_schema(prepared.spec),
                            table=prepared.spec.kind, source=data.source)
     return prepared

@@ -26,6 +26,17 @@ def read_table_file(location: str | os.PathLike[str], bundled: Iterable[str]) ->
     """Read a user's CSV or Parquet file, a local path or a URI (s3://...), turning every
     low-level failure into a DataError. `bundled` are the source names a missing file's
     message suggests instead."""
+    location = check_table_file(location, bundled)
+    frame = _read(location)
+    if frame.empty:
+        raise DataError(f"{location} has no data rows", where=location,
+                        fix="the file needs at least one row per series")
+    return frame
+
+
+def check_table_file(location: str | os.PathLike[str], bundled: Iterable[str]) -> str:
+    """`location` as text once it is known to be one readable table file (not missing, not a
+    folder, reachable): what readers that stream the file check first."""
     location = str(location)  # a URI must not go through pathlib.Path: it mangles s3://
     try:
         files = table_files(location)
@@ -37,18 +48,17 @@ def read_table_file(location: str | os.PathLike[str], bundled: Iterable[str]) ->
         raise DataError(f"{location} is a folder of {len(files)} table file(s), not one file",
                         where="params.yaml: data.source",
                         fix=f"point data.source at one CSV/Parquet file, e.g. {files[0]}")
-    frame = _read(location)
-    if frame.empty:
-        raise DataError(f"{location} has no data rows", where=location,
-                        fix="the file needs at least one row per series")
-    return frame
+    return location
+
+
+def is_parquet(location: str) -> bool:
+    return PurePosixPath(location).suffix.lower() != ".csv"
 
 
 def _read(location: str) -> pd.DataFrame:
     """pandas' reader for the suffix."""
-    suffix = PurePosixPath(location).suffix.lower()
     with read_errors(location), open_input(location) as handle:
-        if suffix == ".csv":
+        if not is_parquet(location):
             return pd.read_csv(handle, encoding="utf-8")
         return pd.read_parquet(handle)
 
@@ -75,16 +85,17 @@ def read_errors(location: str) -> Iterator[None]:
                         ) from None
 
 
-def feature_columns(frame: pd.DataFrame, requested: list[str] | None) -> list[str]:
-    """data.features when given (each must exist), otherwise every non-reserved column."""
+def feature_columns(columns: Iterable[str], requested: list[str] | None) -> list[str]:
+    """data.features when given (each must be one of `columns`), otherwise every non-reserved column."""
+    columns = list(columns)
     if requested is not None:
-        missing = [c for c in requested if c not in frame.columns]
+        missing = [c for c in requested if c not in columns]
         if missing:
             raise DataError(f"feature column(s) {missing} not in the data",
                             where="params.yaml: data.features",
-                            fix=f"available columns: {list(frame.columns)}")
+                            fix=f"available columns: {columns}")
         return list(requested)
-    features = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+    features = [c for c in columns if c not in RESERVED_COLUMNS]
     if not features:
         raise DataError("the data has no feature columns", where="data.source",
                         fix="add at least one numeric column beside series_id, t and label")

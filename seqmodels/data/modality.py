@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,15 @@ class PreparedData:
     spec: DataSpec
     description: str
     artifacts: dict[str, Any] = field(default_factory=dict)  # file name -> DataFrame or JSON payload
+
+
+@dataclass(frozen=True)
+class PreparedSummary:
+    """What the prepare stage reports once a modality has written its folder."""
+
+    spec: DataSpec
+    description: str
+    counts: dict[str, int]  # examples per split
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class Modality:
     prepare: Callable[[DataConfig, int], PreparedData]  # (data params, seed): load, validate, prepare
     table: type[pa.DataFrameModel]  # the prepared examples (id column, split, x, [label])
     extra_tables: Callable[[DataSpec], list[PreparedTable]] = no_extra_tables  # checked before examples
+    # (data params, seed, folder): prepare straight into the folder, in memory that does not grow
+    # with the data; None: `prepare` in memory, then the stage writes the result
+    write: Callable[[DataConfig, int, Path], PreparedSummary] | None = None
 
     @property
     def id_column(self) -> str:

@@ -8,26 +8,41 @@ default pipeline never touches the network. Windows are cut per series after the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.parquet as pq
 from pandera.typing import Series
 
 from seqmodels.data import schemas
+from seqmodels.data.blocks import BlockValidation
 from seqmodels.data.config import DataConfig
-from seqmodels.data.files import feature_columns, read_table_file
-from seqmodels.data.modality import Modality, PreparedData, PreparedTable
-from seqmodels.data.scaling import StandardScaler
-from seqmodels.data.series_files import SeriesFile, read_series_file, steps_forward
+from seqmodels.data.files import check_table_file, feature_columns, is_parquet, read_errors, read_table_file
+from seqmodels.data.modality import Modality, PreparedData, PreparedSummary, PreparedTable
+from seqmodels.data.scaling import ScalerFit, StandardScaler
+from seqmodels.data.series_files import SeriesFile, read_series_file, single_series_form, steps_forward
+from seqmodels.data.series_stream import (
+    FROM_TEST_FILE,
+    Positions,
+    SeriesSurvey,
+    TableSource,
+    series_groups,
+    tagged_blocks,
+)
 from seqmodels.data.splits import assign_splits, check_label_classes, time_splits
+from seqmodels.data.tables import examples_to_arrow, parquet_write_options, row_group_rows
 from seqmodels.data.ucr_anomaly import archive_files
 from seqmodels.data.windows import cut_windows
 from seqmodels.errors import DataError
-from seqmodels.spec import HELDOUT_FILE, ID_COLUMNS, SCALER_FILE, SERIES_FILE, SPLITS, DataSpec
+from seqmodels.publish import write_json_atomic
+from seqmodels.spec import EXAMPLES_FILE, HELDOUT_FILE, ID_COLUMNS, SCALER_FILE, SERIES_FILE, SPLITS, DataSpec
+from seqmodels.storage import open_input
 
 KIND = "series"
 ID_COLUMN = ID_COLUMNS[KIND]
@@ -89,7 +104,8 @@ def _bundled_table(frame: pd.DataFrame) -> tuple[SeriesFile, None]:
 def _ucr_anomaly_archive(name: str) -> tuple[SeriesFile, SeriesFile]:
     """An archive series' TRAIN (normal history) and TEST (labelled stream) files."""
     train, test = archive_files(name)
-    return _read_file(train), _read_file(test)
+    return (read_series_file(str(train), read_table_file(train, SOURCES)),
+            read_series_file(str(test), read_table_file(test, SOURCES)))
 
 
 SOURCES: dict[str, Callable[[DataConfig], tuple[SeriesFile, SeriesFile | None]]] = {
@@ -99,71 +115,80 @@ SOURCES: dict[str, Callable[[DataConfig], tuple[SeriesFile, SeriesFile | None]]]
 }
 
 
-@dataclass
-class SeriesInput:
-    """The validated canonical rows of data.source (and data.test_source, whose rows carry
-    split="test"), their feature columns, and whether the files' layout means point labels."""
-
-    table: pd.DataFrame
-    features: list[str]
-    point_labels: bool = False
+def _loaded(loaded: SeriesFile, where: str, test: bool = False) -> TableSource:
+    """A table read whole (a CSV file, the single-series form, a bundled dataset)."""
+    _check_canonical_columns(loaded.table.columns, where)
+    return TableSource(where=where, columns=list(loaded.table.columns), time_type=time_dtype(loaded.table),
+                       point_labels=loaded.point_labels, test=test, frame=loaded.table)
 
 
-def _read_file(location: str | Path) -> SeriesFile:
-    """A local file (bundled archives are Paths) or a URI kept as text (Path mangles s3://)."""
-    location = str(location)
-    return read_series_file(location, read_table_file(location, SOURCES))
+def _file(location: str | Path, test: bool = False) -> TableSource:
+    """A local file (bundled archives are Paths) or a URI kept as text (Path mangles s3://).
+    A Parquet file in the canonical form streams; other files are read whole."""
+    location = check_table_file(location, SOURCES)
+    if is_parquet(location):
+        with read_errors(location), open_input(location) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        schema = metadata.schema.to_arrow_schema()
+        if not single_series_form(schema.names):
+            if metadata.num_rows == 0:
+                raise DataError(f"{location} has no data rows", where=location,
+                                fix="the file needs at least one row per series")
+            _check_canonical_columns(schema.names, location)
+            dated = pyarrow.types.is_timestamp(schema.field("t").type)
+            return TableSource(where=location, columns=list(schema.names), test=test, location=location,
+                               time_type="datetime64[ns]" if dated else "int64")
+    return _loaded(read_series_file(location, read_table_file(location, SOURCES)), location, test)
 
 
-def _source_files(cfg: DataConfig) -> tuple[SeriesFile, SeriesFile | None]:
+def _sources(cfg: DataConfig) -> tuple[TableSource, TableSource | None]:
     """data.source's rows and the test rows: data.test_source, else a bundled test file."""
-    train, test = SOURCES[cfg.source](cfg) if cfg.source in SOURCES else (_read_file(cfg.source), None)
+    if cfg.source in SOURCES:
+        train_file, test_file = SOURCES[cfg.source](cfg)
+        train = _loaded(train_file, cfg.source)
+        test = None if test_file is None else _loaded(test_file, f"{cfg.source} (its test file)", test=True)
+    else:
+        train, test = _file(cfg.source), None
     if cfg.test_source is not None:
-        test = _read_file(cfg.test_source)
+        test = _file(cfg.test_source, test=True)
     return train, test
 
 
-def _canonical_columns(loaded: SeriesFile, features: list[str], source: str) -> pd.DataFrame:
-    frame = loaded.table
-    missing = [c for c in ("series_id", "t") if c not in frame.columns]
+def _check_canonical_columns(columns: Iterable[str], source: str) -> None:
+    missing = [c for c in ("series_id", "t") if c not in set(columns)]
     if missing:
         raise DataError(f"required column(s) {missing} missing from {source}", where=source,
                         fix="the canonical table needs series_id, t, feature columns, optional label "
                             "(or the single-series form: timestamp, value columns, optional is_anomaly)")
-    return frame[["series_id", "t", *features] + (["label"] if "label" in frame.columns else [])]
 
 
-def _validated(loaded: SeriesFile, features: list[str], source: str) -> pd.DataFrame:
-    return schemas.validate_table(_canonical_columns(loaded, features, source),
-                                  series_schema(features, time_dtype(loaded.table)),
-                                  table="canonical series", source=source)
+def _canonical(source: TableSource, features: list[str]) -> TableSource:
+    """The source read in its canonical columns only."""
+    label = ["label"] if "label" in source.columns else []
+    return replace(source, columns=["series_id", "t", *features, *label])
 
 
-def _check_test_file(test: SeriesFile, train: SeriesFile, features: list[str], cfg: DataConfig,
-                     where: str) -> None:
+def _check_test_file(test: TableSource, train: TableSource, cfg: DataConfig) -> None:
     """The test file continues the training data: same value columns, same timestamp type."""
-    test_features = feature_columns(test.table, cfg.features)
-    if sorted(test_features) != sorted(features):
+    test_features = feature_columns(test.columns, cfg.features)
+    train_features = feature_columns(train.columns, cfg.features)
+    if sorted(test_features) != sorted(train_features):
         raise DataError(f"the test file's value columns {test_features} differ from the training "
-                        f"file's {features}", where=where,
+                        f"file's {train_features}", where=test.where,
                         fix="give both files the same value columns (or list them in data.features)")
-    if "t" in test.table.columns and time_dtype(test.table) != time_dtype(train.table):
-        raise DataError(f"mixed timestamp types: {where} has {time_dtype(test.table)} timestamps, "
-                        f"{cfg.source} has {time_dtype(train.table)}", where=where,
+    if test.time_type != train.time_type:
+        raise DataError(f"mixed timestamp types: {test.where} has {test.time_type} timestamps, "
+                        f"{cfg.source} has {train.time_type}", where=test.where,
                         fix="use one timestamp type (integer steps or datetimes) in both files")
 
 
-def load_source(cfg: DataConfig) -> SeriesInput:
-    """The validated canonical rows of data.source and data.test_source (split="test")."""
-    train, test = _source_files(cfg)
-    features = feature_columns(train.table, cfg.features)
-    tables = [_validated(train, features, cfg.source)]
+def series_sources(cfg: DataConfig) -> tuple[list[TableSource], list[str]]:
+    """data.source (and the test rows' file) in canonical columns, and the feature columns."""
+    train, test = _sources(cfg)
+    features = feature_columns(train.columns, cfg.features)
     if test is not None:
-        where = cfg.test_source or f"{cfg.source} (its test file)"
-        _check_test_file(test, train, features, cfg, where)
-        tables.append(_validated(test, features, where).assign(split="test"))
-    table = pd.concat(tables, ignore_index=True)
-    return SeriesInput(table, features, train.point_labels or (test is not None and test.point_labels))
+        _check_test_file(test, train, cfg)
+    return [_canonical(source, features) for source in (train, test) if source is not None], features
 
 
 def time_dtype(frame: pd.DataFrame) -> str:
@@ -239,10 +264,48 @@ def series_level_labels(table: pd.DataFrame) -> pd.Series:
     return table.groupby("series_id", sort=False)["label"].max()
 
 
-def uses_point_labels(table: pd.DataFrame, cfg: DataConfig, from_layout: bool) -> bool:
+def survey_sources(sources: list[TableSource], features: list[str]) -> SeriesSurvey:
+    """The first read: every block through the canonical schema (one message and report for
+    all of a file's failures), and what splitting needs to know of each series."""
+    survey = SeriesSurvey()
+    for source in sources:
+        validation = BlockValidation(series_schema(features, source.time_type), table="canonical series",
+                                     source=source.where, series_column="series_id")
+        for block in source.blocks():
+            valid = validation.add(block)
+            if valid is not None:
+                survey.add(valid, source.test)
+        validation.finish()
+    return survey
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """What the survey decided: the label kind, whether every step is scored, and every
+    series' split as the sizes of its own rows' train, val and test stretches in time order
+    (a series split whole has one size); a test file's rows are all test."""
+
+    sizes: np.ndarray  # (series, 3), SPLITS order, series numbered as the survey numbers them
+    labelled: bool
+    point_labels: bool
+    timeline: bool
+    normal_only: bool  # training windows (and scaler rows) exclude labelled anomaly steps
+
+    def row_splits(self, ordinals: np.ndarray, positions: Positions, from_test: np.ndarray) -> np.ndarray:
+        """Each row's split; `positions` carries each series' own rows seen in earlier blocks."""
+        own = ~from_test
+        step = np.zeros(len(ordinals), np.int64)
+        step[own] = positions.of(ordinals[own])
+        sizes = self.sizes[ordinals]
+        index = (step >= sizes[:, 0]).astype(np.int64) + (step >= sizes[:, 0] + sizes[:, 1])
+        index[from_test] = SPLITS.index("test")
+        return np.asarray(SPLITS)[index]
+
+
+def _point_labels(survey: SeriesSurvey, cfg: DataConfig, labelled: bool, from_layout: bool) -> bool:
     """data.labels resolved: `auto` means points when labels vary inside a series or the
     file's layout gives them per step (is_anomaly)."""
-    if "label" not in table.columns:
+    if not labelled:
         if cfg.labels == "points":
             raise DataError("data.labels=points but the data has no label (or is_anomaly) column",
                             where="params.yaml: data.labels",
@@ -250,88 +313,209 @@ def uses_point_labels(table: pd.DataFrame, cfg: DataConfig, from_layout: bool) -
         return False
     if cfg.labels != "auto":
         return cfg.labels == "points"
-    return from_layout or bool(table.groupby("series_id", sort=False)["label"].nunique().gt(1).any())
+    labelled = survey.labelled
+    return from_layout or bool((survey.label_low[labelled] != survey.label_high[labelled]).any())
 
 
-def sort_canonical(table: pd.DataFrame) -> pd.DataFrame:
-    """Group rows by series (in order of first appearance) keeping each series' row order."""
-    order = pd.Index(table["series_id"].unique())
-    key = order.get_indexer(table["series_id"])
-    return table.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
-
-
-def row_splits(table: pd.DataFrame, cfg: DataConfig, seed: int, point_labels: bool) -> np.ndarray:
-    """Each row's split. Rows of a test file are test already, and the rest is cut in time
-    order into train and val (val = its last data.split.val); without a test file the rows
-    are split by series or by time (data.split.by)."""
-    fixed = table["split"].to_numpy(dtype=object) if "split" in table.columns else np.full(len(table), None)
-    own = pd.isna(fixed)
-    rows = table.loc[own]
-    fractions = cfg.split if own.all() else cfg.split.model_copy(update={"test": 0.0})
-    if cfg.split.by == "time" or not own.all():
-        lengths = rows.groupby("series_id", sort=False).size()
-        fixed[own] = time_splits(lengths, fractions, cfg.window, cfg.source)
+def plan_splits(survey: SeriesSurvey, sources: list[TableSource], cfg: DataConfig, seed: int) -> SeriesPlan:
+    """Rows of a test file are test already, and the rest is cut in time order into train
+    and val (val = its last data.split.val); without a test file the rows are split by series
+    or by time (data.split.by)."""
+    labelled = "label" in sources[0].columns
+    point_labels = _point_labels(survey, cfg, labelled, any(s.point_labels for s in sources))
+    if point_labels:
+        labelled = survey.labelled
+        classes = pd.Series(np.unique([survey.label_low[labelled], survey.label_high[labelled]]))
+        check_label_classes(classes, cfg.source, "time steps", count=survey.rows)
+    with_test_file = any(s.test for s in sources)
+    fractions = cfg.split.model_copy(update={"test": 0.0}) if with_test_file else cfg.split
+    ids = np.asarray(survey.ids, dtype=object)
+    sizes = np.zeros((len(ids), len(SPLITS)), np.int64)
+    if cfg.split.by == "time" or with_test_file:
+        own = survey.own_rows > 0
+        sizes[own] = time_splits(pd.Series(survey.own_rows[own], index=ids[own]), fractions, cfg.window,
+                                 cfg.source)
     else:
-        labels = series_level_labels(rows)
-        if "label" in rows.columns and not point_labels:
+        labels = pd.Series(survey.label_high if labelled else np.nan, index=pd.Index(ids, name="series_id"))
+        if labelled and not point_labels:
             check_label_classes(labels, cfg.source, "series")
-        fixed[own] = rows["series_id"].map(assign_splits(labels, fractions, seed, cfg.source)).to_numpy()
-    return fixed.astype(str)
+        split_of = assign_splits(labels, fractions, seed, cfg.source)
+        column = pd.Index(SPLITS).get_indexer(split_of.reindex(ids).to_numpy())
+        sizes[np.arange(len(ids)), column] = survey.own_rows
+    normal_only = cfg.train_normal_only if cfg.train_normal_only is not None else point_labels
+    return SeriesPlan(sizes, labelled, point_labels, point_labels or cfg.split.by == "time" or with_test_file,
+                      normal_only and labelled)
 
 
-def train_windows_normal(windows: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Drop training windows that contain a labelled anomaly step (data.train_normal_only):
-    an autoencoder taught to reconstruct an incident would score it as normal."""
-    if "label" not in windows.columns:
-        return windows
-    drop = windows["split"].eq("train") & windows["label"].eq(1)
-    if drop.any() and drop.sum() == windows["split"].eq("train").sum():
-        raise DataError(f"data.train_normal_only drops every training window: all {int(drop.sum())} "
+def fit_scaler(sources: list[TableSource], features: list[str], survey: SeriesSurvey,
+               plan: SeriesPlan) -> StandardScaler:
+    """The second read: the moments of the training rows (without anomaly steps when
+    training is normal only), merged block by block."""
+    moments, positions = ScalerFit(features), Positions(len(survey.ids))
+    for block in tagged_blocks(sources, features):
+        ordinals = survey.ordinals(block["series_id"])
+        split = plan.row_splits(ordinals, positions, block[FROM_TEST_FILE].to_numpy())
+        fit = split == "train"
+        if plan.normal_only and "label" in block.columns:  # an unlabelled test file's rows never train
+            fit &= block["label"].to_numpy() == 0
+        moments.add(block.loc[fit, features].to_numpy(np.float64))
+    return moments.scaler()
+
+
+class SeriesSink(Protocol):
+    """Where prepare_series puts each group's rows (with their split) and windows, once it
+    knows their spec."""
+
+    def open(self, spec: DataSpec) -> None: ...
+
+    def add(self, rows: pd.DataFrame, windows: pd.DataFrame) -> None: ...
+
+
+@dataclass
+class PreparedSeries:
+    """What prepare_series produced, besides what it gave its sink."""
+
+    spec: DataSpec
+    scaler: StandardScaler
+    series: int
+    counts: dict[str, int]  # windows per split
+
+    @property
+    def description(self) -> str:
+        return f"{self.series} series -> {sum(self.counts.values())} windows"
+
+
+def prepare_series(sources: list[TableSource], features: list[str], cfg: DataConfig, seed: int,
+                   sink: SeriesSink) -> PreparedSeries:
+    """Canonical sources -> validated rows, each with its split, and the windows over them
+    scaled on the training rows, given to `sink` a group of whole series at a time
+    (seqmodels.data.series_stream): memory is bounded by a group, not by the table. Point
+    labels or a time split score every step (spec.timeline)."""
+    survey = survey_sources(sources, features)
+    plan = plan_splits(survey, sources, cfg, seed)
+    scaler = fit_scaler(sources, features, survey, plan)
+    spec = DataSpec(kind=KIND, input_shape=(cfg.window, len(features)), features=tuple(features),
+                    has_labels=plan.labelled, point_labels=plan.point_labels, timeline=plan.timeline,
+                    time_dtype=sources[0].time_type, stride=cfg.stride)
+    sink.open(spec)
+    validation = BlockValidation(MODALITY.examples_schema(spec), table=KIND, source=cfg.source)
+    positions, counts, dropped = Positions(len(survey.ids)), dict.fromkeys(SPLITS, 0), 0
+    for group in series_groups(sources, features, survey):
+        from_test = group[FROM_TEST_FILE].to_numpy()
+        rows = group.drop(columns=[FROM_TEST_FILE])
+        rows["split"] = plan.row_splits(survey.ordinals(rows["series_id"]), positions, from_test)
+        windows = cut_windows(rows, scaler.transform(rows), cfg, plan.timeline)
+        if plan.normal_only:
+            drop = windows["split"].eq("train") & windows["label"].eq(1)
+            dropped += int(drop.sum())
+            windows = windows.loc[~drop].reset_index(drop=True)
+        windows[ID_COLUMN] = np.arange(len(windows), dtype=np.int64) + sum(counts.values())
+        for split, n in windows["split"].value_counts().items():
+            counts[str(split)] += int(n)
+        validation.add(windows)
+        sink.add(rows, windows)
+    if dropped and not counts["train"]:
+        raise DataError(f"data.train_normal_only drops every training window: all {dropped} "
                         "contain a labelled anomaly step",
-                        where=f"params.yaml: data.train_normal_only ({source})",
+                        where=f"params.yaml: data.train_normal_only ({cfg.source})",
                         fix="set data.train_normal_only=false, use a shorter data.window, or train on a "
                             "stretch without incidents")
-    kept = windows.loc[~drop].reset_index(drop=True)
-    kept[ID_COLUMN] = np.arange(len(kept), dtype=np.int64)
-    return kept
+    validation.finish()
+    return PreparedSeries(spec, scaler, len(survey.ids), counts)
+
+
+class _Collected:
+    """A sink that keeps every group, for in-process users."""
+
+    def __init__(self) -> None:
+        self.rows: list[pd.DataFrame] = []
+        self.windows: list[pd.DataFrame] = []
+
+    def open(self, spec: DataSpec) -> None:
+        pass
+
+    def add(self, rows: pd.DataFrame, windows: pd.DataFrame) -> None:
+        self.rows.append(rows)
+        self.windows.append(windows)
+
+
+def _in_memory(sources: list[TableSource], features: list[str], cfg: DataConfig,
+               seed: int) -> tuple[pd.DataFrame, pd.DataFrame, PreparedSeries]:
+    """prepare_series with every group kept: (windows, rows with their split, summary)."""
+    kept = _Collected()
+    summary = prepare_series(sources, features, cfg, seed, kept)
+    return pd.concat(kept.windows, ignore_index=True), pd.concat(kept.rows, ignore_index=True), summary
+
+
+def prepare(cfg: DataConfig, seed: int) -> PreparedData:
+    """The prepared windows in memory, with the rows (each step's split) and the scaler that
+    the prepare stage writes beside them."""
+    windows, table, summary = _in_memory(*series_sources(cfg), cfg, seed)
+    heldout = table.loc[table["split"].eq("test")].drop(columns=["split"])
+    return PreparedData(windows, summary.spec, summary.description,
+                        {SERIES_FILE: table, SCALER_FILE: summary.scaler.to_dict(), HELDOUT_FILE: heldout})
 
 
 def prepare_windows(
     table: pd.DataFrame, features: list[str], cfg: DataConfig, seed: int, point_layout: bool = False,
 ) -> tuple[pd.DataFrame, StandardScaler, DataSpec, pd.DataFrame]:
-    """Validated canonical rows -> (windows, scaler fitted on train steps, spec, the rows
-    with their `split`). Point labels or a time split score every step (spec.timeline)."""
-    table = sort_canonical(table)
-    point_labels = uses_point_labels(table, cfg, point_layout)
-    if point_labels:
-        check_label_classes(table["label"], cfg.source, "time steps")
-    timeline = point_labels or cfg.split.by == "time" or "split" in table.columns
-    table = table.assign(split=row_splits(table, cfg, seed, point_labels))
-    normal_only = cfg.train_normal_only if cfg.train_normal_only is not None else point_labels
-    fit_rows = table["split"].eq("train")
-    if normal_only and "label" in table.columns:
-        fit_rows &= table["label"].eq(0)
-    scaler = StandardScaler.fit(table.loc[fit_rows], features)
-    windows = cut_windows(table, scaler.transform(table), cfg, timeline)
-    if normal_only:
-        windows = train_windows_normal(windows, cfg.source)
-    spec = DataSpec(kind=KIND, input_shape=(cfg.window, len(features)), features=tuple(features),
-                    has_labels="label" in table.columns, point_labels=point_labels, timeline=timeline,
-                    time_dtype=time_dtype(table), stride=cfg.stride)
-    return windows, scaler, spec, table
+    """Canonical rows held in memory -> (windows, scaler, spec, the rows with their split),
+    for tests and notebooks that have a table already."""
+    label = ["label"] if "label" in table.columns else []
+    source = TableSource(where=cfg.source, columns=["series_id", "t", *features, *label],
+                         time_type=time_dtype(table), point_labels=point_layout, frame=table)
+    windows, rows, summary = _in_memory([source], features, cfg, seed)
+    return windows, summary.scaler, summary.spec, rows
 
 
-def prepare(cfg: DataConfig, seed: int) -> PreparedData:
-    """Load and validate the canonical rows, then cut their windows. The rows (with each
-    step's split) and the scaler are written beside the windows, so validate can recheck the
-    table, the timeline can be rebuilt from it, and the scaling that produced `x` stays on record."""
-    loaded = load_source(cfg)
-    examples, scaler, spec, table = prepare_windows(loaded.table, loaded.features, cfg, seed,
-                                                    loaded.point_labels)
-    heldout = table.loc[table["split"].eq("test")].drop(columns=["split"])
-    return PreparedData(examples, spec, f"{table['series_id'].nunique()} series -> {len(examples)} windows",
-                        {SERIES_FILE: table, SCALER_FILE: scaler.to_dict(), HELDOUT_FILE: heldout})
+class _Folder:
+    """A sink that writes prepare's files into a folder a group at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._width = 0
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._empty: dict[str, pyarrow.Table] = {}
+
+    def open(self, spec: DataSpec) -> None:
+        self._width = spec.input_dim
+
+    def add(self, rows: pd.DataFrame, windows: pd.DataFrame) -> None:
+        self._write(SERIES_FILE, pyarrow.Table.from_pandas(rows, preserve_index=False))
+        heldout = rows.loc[rows["split"].eq("test")].drop(columns=["split"])
+        self._write(HELDOUT_FILE, pyarrow.Table.from_pandas(heldout, preserve_index=False))
+        examples = examples_to_arrow(windows, self._width)
+        self._write(EXAMPLES_FILE, examples, row_group_size=row_group_rows(examples),
+                    **parquet_write_options(examples.schema))
+
+    def _write(self, name: str, table: pyarrow.Table, row_group_size: int | None = None,
+               **options: Any) -> None:
+        if not table.num_rows:
+            self._empty.setdefault(name, table)
+            return
+        if name not in self._writers:
+            self._writers[name] = pq.ParquetWriter(self.directory / name, table.schema, **options)
+        self._writers[name].write_table(table, row_group_size=row_group_size)
+
+    def close(self) -> None:
+        """Close every file; one that got no rows is written empty, with its columns."""
+        for writer in self._writers.values():
+            writer.close()
+        for name, table in self._empty.items():
+            if name not in self._writers:
+                pq.write_table(table, self.directory / name)
+
+
+def write_prepared(cfg: DataConfig, seed: int, directory: Path) -> PreparedSummary:
+    """The prepare stage's files, written as the groups come, in memory bounded by a group."""
+    folder = _Folder(directory)
+    try:
+        summary = prepare_series(*series_sources(cfg), cfg, seed, folder)
+    finally:
+        folder.close()
+    write_json_atomic(directory / SCALER_FILE, summary.scaler.to_dict())
+    return PreparedSummary(summary.spec, summary.description, summary.counts)
 
 
 MODALITY = Modality(kind=KIND, sources=tuple(SOURCES), prepare=prepare, table=WindowTable,
-                    extra_tables=canonical_table)
+                    extra_tables=canonical_table, write=write_prepared)

@@ -10,6 +10,7 @@ after the header is data row 0), because that is the file the user opens to fix 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +32,16 @@ class SeriesFile:
     point_labels: bool = False
 
 
-def single_series_form(frame: pd.DataFrame) -> bool:
+def single_series_form(columns: Iterable[str]) -> bool:
     """The TimeEval / TSB-AD layout: a `timestamp` column and no canonical `t`."""
-    return TIMESTAMP in frame.columns and "t" not in frame.columns
+    columns = set(columns)
+    return TIMESTAMP in columns and "t" not in columns
 
 
 def canonical_form(frame: pd.DataFrame, name: str, where: str) -> SeriesFile:
     """`frame` in canonical column names; a single-series file becomes series `name`
     (unless it has a series_id column) with `t` parsed from `timestamp`."""
-    if not single_series_form(frame):
+    if not single_series_form(frame.columns):
         return SeriesFile(frame)
     if "label" in frame.columns and IS_ANOMALY in frame.columns:
         raise DataError(f"{where} has both 'label' and '{IS_ANOMALY}' columns", where=where,

@@ -16,14 +16,15 @@ from seqmodels.errors import DataError
 from seqmodels.spec import SPLITS
 
 
-def check_label_classes(labels: pd.Series, source: str, unit: str) -> None:
+def check_label_classes(labels: pd.Series, source: str, unit: str, count: int | None = None) -> None:
     """A label column must hold two classes: with one, evaluation has nothing to compare
     (AUROC needs normal and anomalous examples, accuracy needs two classes). Data without
-    labels is fine: it simply has no label column."""
+    labels is fine: it simply has no label column. `count`: how many `unit` the labels stand
+    for, when `labels` are only the distinct values of a table read in blocks."""
     classes = sorted(pd.unique(labels.dropna()).tolist())
     if len(classes) == 1:
         raise DataError(
-            f"the label column has a single class ({classes[0]}) in all {len(labels)} {unit}",
+            f"the label column has a single class ({classes[0]}) in all {count or len(labels)} {unit}",
             where=f"{source}: column 'label'",
             fix="evaluation needs both normal (0) and anomalous (1) examples (or two classes for "
                 "images): add examples of the other class, or drop the label column for unlabelled data",
@@ -69,22 +70,25 @@ def split_examples(n: int, fractions: SplitFractions, seed: int) -> np.ndarray:
 
 def time_splits(lengths: pd.Series, fractions: SplitFractions, window: int,
                 source: str = "the data") -> np.ndarray:
-    """Per-row splits of rows grouped by series (`lengths`: series_id -> steps, in row order):
-    each series cut in time order into train, then val, then test, so a model is tested on
-    the future of the history it trained on. Each stretch a fraction asks for must hold a window."""
-    pieces, short = [], []
-    for series_id, length in lengths.items():
-        n_test, n_val = round(length * fractions.test), round(length * fractions.val)
-        sizes = {"train": length - n_val - n_test, "val": n_val, "test": n_test}
-        wanted = {"train": True, "val": fractions.val > 0, "test": fractions.test > 0}
-        short += [f"{series_id} ({length} steps -> {sizes[s]} of {s})" for s in SPLITS
-                  if wanted[s] and sizes[s] < window]
-        pieces.append(np.repeat(np.array(SPLITS, dtype=object), [sizes[s] for s in SPLITS]))
-    if short:
+    """(series, 3) sizes of each series' train, val and test stretches, in SPLITS order
+    (`lengths`: series_id -> steps): each series is cut in time order into train, then val,
+    then test, so a model is tested on the future of the history it trained on. Each stretch
+    a fraction asks for must hold a window."""
+    length = lengths.to_numpy(np.int64)
+    n_test = np.round(length * fractions.test).astype(np.int64)  # numpy rounds half to even, as round()
+    n_val = np.round(length * fractions.val).astype(np.int64)
+    sizes = np.stack([length - n_val - n_test, n_val, n_test], axis=1)
+    wanted = np.array([True, fractions.val > 0, fractions.test > 0])
+    short_rows = np.flatnonzero(((sizes < window) & wanted).any(axis=1))
+    if len(short_rows):
+        short = [f"{lengths.index[i]} ({length[i]} steps -> {sizes[i, s]} of {name})"
+                 for i in short_rows[:5] for s, name in enumerate(SPLITS)
+                 if wanted[s] and sizes[i, s] < window]
+        count = int(((sizes < window) & wanted).sum())
         raise DataError(
-            f"the time split leaves {len(short)} stretch(es) shorter than data.window={window}, so a split "
+            f"the time split leaves {count} stretch(es) shorter than data.window={window}, so a split "
             f"would be empty: {', '.join(short[:5])} (in {source})",
             where="params.yaml: data.split",
             fix="change data.split.val / data.split.test, lower data.window, or supply longer series",
         )
-    return np.concatenate(pieces) if pieces else np.empty(0, dtype=object)
+    return sizes

@@ -41,7 +41,7 @@ def load_rows(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """Tabular rows (feature columns + optional 0/1 `label`), not yet validated."""
     bundled = SOURCES.get(cfg.source)
     frame = bundled() if bundled else read_table_file(cfg.source, SOURCES)
-    features = [c for c in feature_columns(frame, cfg.features) if c != ID_COLUMN]
+    features = [c for c in feature_columns(frame.columns, cfg.features) if c != ID_COLUMN]
     return frame[features + (["label"] if "label" in frame.columns else [])], features
 
 

@@ -1,5 +1,7 @@
 """Stage `prepare`: the data source -> canonical table, splits, scaler and model inputs in
-paths.prepared (see seqmodels.data.build)."""
+paths.prepared. Series are written as they are prepared, a group of whole series at a time
+(seqmodels.data.series.write_prepared); the other kinds are prepared in memory
+(seqmodels.data.build) and written here."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import pyarrow.parquet as pq
 
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.build import build_examples
-from seqmodels.data.modality import PreparedData
+from seqmodels.data.build import prepare_examples
+from seqmodels.data.config import DataConfig
+from seqmodels.data.modality import PreparedSummary
+from seqmodels.data.registry import modality
 from seqmodels.data.tables import examples_to_arrow, parquet_write_options, row_group_rows
 from seqmodels.errors import DataValidationError
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
@@ -30,30 +34,33 @@ def run(cfg: Config) -> None:
     target = Path(cfg.paths.prepared)
     clean_stale_staging(target)
     report = report_path(cfg)
+    kind = modality(cfg.data.kind)
     try:
-        prepared = build_examples(cfg)
+        with publishing(target) as staging:
+            summary = (kind.write or write_in_memory)(cfg.data, cfg.seed, staging)
+            write_json_atomic(staging / SPEC_FILE, summary.spec.to_dict())
     except DataValidationError as error:
         schemas.write_report(report, [error.report])
         raise DataValidationError(error.what, where=f"{error.where} (full report: {report})",
                                   fix=error.fix) from None
     report.unlink(missing_ok=True)  # a report of an earlier failure no longer applies
-    with publishing(target) as staging:
-        write_prepared(prepared, staging)
-    counts = prepared.examples.groupby("split").size().reindex(list(SPLITS), fill_value=0).to_dict()
-    shape = "x".join(str(n) for n in prepared.spec.input_shape)
-    print(f"prepared {prepared.description} of shape {shape} {counts} in {target}")
+    counts = {split: summary.counts.get(split, 0) for split in SPLITS}
+    shape = "x".join(str(n) for n in summary.spec.input_shape)
+    print(f"prepared {summary.description} of shape {shape} {counts} in {target}")
 
 
-def write_prepared(prepared: PreparedData, directory: Path) -> None:
-    """The examples as Arrow vectors, the spec, and the modality's artifacts (series table,
-    scaler, vocabulary) into `directory`."""
+def write_in_memory(data: DataConfig, seed: int, directory: Path) -> PreparedSummary:
+    """A modality without its own writer: prepared in memory (seqmodels.data.build), then
+    written as Arrow vectors, with the spec and the modality's artifacts (vocabulary...)."""
+    prepared = prepare_examples(data, seed)
     spec = prepared.spec
     examples = examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete)
     pq.write_table(examples, directory / EXAMPLES_FILE, row_group_size=row_group_rows(examples),
                    **parquet_write_options(examples.schema))
-    write_json_atomic(directory / SPEC_FILE, spec.to_dict())
     for name, payload in prepared.artifacts.items():
         if isinstance(payload, pd.DataFrame):
             payload.to_parquet(directory / name, index=False)
         else:
             write_json_atomic(directory / name, payload)
+    counts = prepared.examples.groupby("split").size().to_dict()
+    return PreparedSummary(spec, prepared.description, {str(k): int(v) for k, v in counts.items()})
