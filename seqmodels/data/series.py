@@ -313,8 +313,8 @@ def _point_labels(survey: SeriesSurvey, cfg: DataConfig, labelled: bool, from_la
         return False
     if cfg.labels != "auto":
         return cfg.labels == "points"
-    labelled = survey.labelled
-    return from_layout or bool((survey.label_low[labelled] != survey.label_high[labelled]).any())
+    known = survey.labelled
+    return from_layout or bool((survey.label_low[known] != survey.label_high[known]).any())
 
 
 def plan_splits(survey: SeriesSurvey, sources: list[TableSource], cfg: DataConfig, seed: int) -> SeriesPlan:
@@ -324,8 +324,8 @@ def plan_splits(survey: SeriesSurvey, sources: list[TableSource], cfg: DataConfi
     labelled = "label" in sources[0].columns
     point_labels = _point_labels(survey, cfg, labelled, any(s.point_labels for s in sources))
     if point_labels:
-        labelled = survey.labelled
-        classes = pd.Series(np.unique([survey.label_low[labelled], survey.label_high[labelled]]))
+        known = survey.labelled
+        classes = pd.Series(np.unique([survey.label_low[known], survey.label_high[known]]))
         check_label_classes(classes, cfg.source, "time steps", count=survey.rows)
     with_test_file = any(s.test for s in sources)
     fractions = cfg.split.model_copy(update={"test": 0.0}) if with_test_file else cfg.split
