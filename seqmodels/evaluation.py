@@ -60,48 +60,88 @@ def summarise(scored: Scored) -> dict[str, Any]:
     return summary
 
 
-def pca_reconstruction(x: np.ndarray, split: np.ndarray, components: int, seed: int) -> np.ndarray:
-    """Rows reconstructed by a PCA of `components` (at most) fitted on the train rows."""
-    train = x[split == "train"]
-    pca = PCA(n_components=min(components, train.shape[0], train.shape[1]), random_state=seed).fit(train)
-    return pca.inverse_transform(pca.transform(x))
+MAX_FIT_ROWS = 20_000  # training windows a baseline is fitted on (a seeded sample beyond)
+
+
+def fit_sample(split: np.ndarray, seed: int, max_rows: int = MAX_FIT_ROWS) -> np.ndarray:
+    """The training rows the baselines are fitted on, in row order: all of them, or a seeded
+    sample of `max_rows`, so fitting costs the same at 1M windows as at 20k."""
+    train = np.flatnonzero(split == "train")
+    if len(train) > max_rows:
+        train = np.sort(np.random.default_rng(seed).choice(train, max_rows, replace=False))
+    return train
+
+
+@dataclass
+class Baselines:
+    """The two baselines every real-valued model is measured against, fitted once on the
+    training rows of `fit_sample` and then applied to any rows, a batch at a time: a PCA of the
+    model's latent size scored with the model's own score (a linear model with the same
+    code), and the distance to the nearest training row (PyOD's KNN with k = 1, a
+    non-neural detector that needs no fitting). Scoring streams; fitting does not grow."""
+
+    pca: PCA
+    index: NearestNeighbors
+    reference: np.ndarray  # the row numbers of the fitted rows (a row is not its own neighbour)
+    model: ModelConfig
+    input_shape: tuple[int, ...]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, rows: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
+            seed: int) -> Baselines:
+        """`x`: the rows numbered `rows` (fit_sample's), float64."""
+        pca = PCA(n_components=min(model.latent_dim, x.shape[0], x.shape[1]), random_state=seed).fit(x)
+        index = NearestNeighbors(n_neighbors=min(2, len(x))).fit(x)
+        return cls(pca, index, rows, model, input_shape)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.pca.inverse_transform(self.pca.transform(x))
+
+    def pca_scores(self, x: np.ndarray) -> np.ndarray:
+        """Per-row reconstruction error under the model's score (model.score)."""
+        return reconstruction_error(torch.from_numpy(x), torch.from_numpy(self.reconstruct(x)),
+                                    self.model.score, self.input_shape, self.model.score_band).numpy()
+
+    def pca_step_errors(self, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """(rows, window) per-step errors under the model's score (each row's mean is its
+        `pca_scores` value), `chunk` rows at a time: DTW's traceback holds rows x window^2 costs."""
+        reconstruction = self.reconstruct(x)
+        return np.concatenate([
+            step_errors(torch.from_numpy(x[rows]), torch.from_numpy(reconstruction[rows]), self.input_shape,
+                        self.model.score, self.model.score_band).numpy()
+            for rows in (slice(start, start + chunk) for start in range(0, len(x), chunk))])
+
+    def nearest_distance(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Each row's mean squared distance to its nearest fitted row (a fitted row's to its
+        nearest *other* one); `rows`: the row numbers of `x`."""
+        distance, neighbour = self.index.kneighbors(x)
+        is_self = self.reference[neighbour[:, 0]] == rows
+        nearest = np.where(is_self & (distance.shape[1] > 1), distance[:, -1], distance[:, 0])
+        return nearest**2 / x.shape[1]
+
+
+def _in_memory_baselines(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
+                         seed: int) -> Baselines:
+    rows = fit_sample(split, seed)
+    return Baselines.fit(x[rows], rows, model, input_shape, seed)
 
 
 def pca_scores(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
                seed: int) -> np.ndarray:
-    """Per-row reconstruction error of a PCA with the model's latent size, fitted on train
-    rows and scored with the model's own score (model.score), so the two compare fairly."""
-    reconstruction = pca_reconstruction(x, split, model.latent_dim, seed)
-    return reconstruction_error(torch.from_numpy(x), torch.from_numpy(reconstruction), model.score,
-                                input_shape, model.score_band).numpy()
+    """Baselines.pca_scores of rows held in memory (tests, benchmarks)."""
+    return _in_memory_baselines(x, split, model, input_shape, seed).pca_scores(x)
 
 
 def pca_step_errors(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
-                    seed: int, chunk: int = 1024) -> np.ndarray:
-    """(rows, window) per-step errors of the same PCA as `pca_scores`, under the model's score
-    (each row's mean is its `pca_scores` value), for series scored per step. Computed `chunk`
-    rows at a time: DTW's traceback holds rows x window^2 costs."""
-    reconstruction = pca_reconstruction(x, split, model.latent_dim, seed)
-    return np.concatenate([
-        step_errors(torch.from_numpy(x[rows]), torch.from_numpy(reconstruction[rows]), input_shape,
-                    model.score, model.score_band).numpy()
-        for rows in (slice(start, start + chunk) for start in range(0, len(x), chunk))])
+                    seed: int) -> np.ndarray:
+    """Baselines.pca_step_errors of rows held in memory."""
+    return _in_memory_baselines(x, split, model, input_shape, seed).pca_step_errors(x)
 
 
-def nearest_train_distance(x: np.ndarray, split: np.ndarray, seed: int,
-                           max_reference: int = 20_000) -> np.ndarray:
-    """Each row's mean squared distance to its nearest training row (a training row's to its
-    nearest *other* one): the classic k-NN detector (PyOD's KNN, k = 1) on the same windows,
-    a non-neural baseline that needs no fitting. The reference set is sampled down to
-    `max_reference` training rows so the cost stays linear in the scored rows."""
-    train = np.flatnonzero(split == "train")
-    if len(train) > max_reference:
-        train = np.sort(np.random.default_rng(seed).choice(train, max_reference, replace=False))
-    index = NearestNeighbors(n_neighbors=min(2, len(train))).fit(x[train])
-    distance, neighbour = index.kneighbors(x)
-    is_self = train[neighbour[:, 0]] == np.arange(len(x))
-    nearest = np.where(is_self & (distance.shape[1] > 1), distance[:, -1], distance[:, 0])
-    return nearest**2 / x.shape[1]
+def nearest_train_distance(x: np.ndarray, split: np.ndarray, model: ModelConfig, input_shape: tuple[int, ...],
+                           seed: int) -> np.ndarray:
+    """Baselines.nearest_distance of rows held in memory."""
+    return _in_memory_baselines(x, split, model, input_shape, seed).nearest_distance(x, np.arange(len(x)))
 
 
 def evaluate_scores(model: Scored, pca: Scored) -> dict[str, Any]:
@@ -218,9 +258,14 @@ def choose_threshold(scored: Scored, cfg: ThresholdConfig) -> Threshold:
 def precision_recall_f1(flags: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """Of the flagged rows, how many are anomalous (precision); of the anomalous rows, how many
     are flagged (recall). 0 where the ratio is undefined (nothing flagged / no anomalies)."""
-    tp = float(np.sum(flags & (label == 1)))
-    precision = tp / max(float(flags.sum()), 1.0)
-    recall = tp / max(float(np.sum(label == 1)), 1.0)
+    hits = int(np.sum(flags & (label == 1)))
+    return precision_recall_f1_counts(hits, int(flags.sum()), int(np.sum(label == 1)))
+
+
+def precision_recall_f1_counts(hits: int, flagged: int, anomalous: int) -> dict[str, float]:
+    """precision_recall_f1 from its three counts, for callers that meet the rows in pieces."""
+    precision = float(hits) / max(float(flagged), 1.0)
+    recall = float(hits) / max(float(anomalous), 1.0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
 

@@ -8,6 +8,7 @@ examples.png, saying why, for a kind that has none.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +390,54 @@ def overview_series(series: list[Timeline], windows: list[ZoomWindow], max_serie
     return [series[i] for i in sorted((chosen + rest)[:max(0, max_series)])]
 
 
+class TimelineCandidates:
+    """The series `timeline` could draw, kept as series arrive one at a time: those holding one
+    of the first `max_zooms` labelled events, those holding one of the `max_zooms` highest
+    flagged-only events, and the `max_series` highest peak scores. `timeline` given only these
+    draws what it would draw given every series, in memory that does not grow with them."""
+
+    def __init__(self, max_zooms: int = 6, max_series: int = 6) -> None:
+        self.max_zooms, self.max_series = max_zooms, max_series
+        self.total = 0
+        self._kept: dict[int, Timeline] = {}
+        self._labelled: set[int] = set()
+        self._labelled_events = 0
+        self._flagged: list[tuple[float, int]] = []  # (peak, -order) of the best flagged-only events
+        self._peaks: list[tuple[float, int]] = []  # (peak score, -order) of the best series
+
+    def add(self, series: Timeline) -> None:
+        order = self.total
+        self.total += 1
+        events = zoom_windows([series], max_zooms=len(series.t) + 1, context=0)
+        if self._labelled_events < self.max_zooms and any(w.labelled for w in events):
+            self._labelled.add(order)
+            self._labelled_events += sum(w.labelled for w in events)
+        for w in events:
+            if not w.labelled:
+                _keep_best(self._flagged, (w.peak, -order), self.max_zooms)
+        finite = np.isfinite(series.score)
+        _keep_best(self._peaks, (float(np.max(series.score[finite])) if finite.any() else -np.inf, -order),
+                   self.max_series)
+        self._kept[order] = series
+        wanted = self._labelled | {-o for _, o in self._flagged} | {-o for _, o in self._peaks}
+        for gone in set(self._kept) - wanted:
+            del self._kept[gone]
+
+    @property
+    def series(self) -> list[Timeline]:
+        return [self._kept[order] for order in sorted(self._kept)]
+
+
+def _keep_best(best: list[tuple[float, int]], entry: tuple[float, int], size: int) -> None:
+    """`best` as a heap of at most `size` entries, the largest kept (ties: the earlier series)."""
+    if size <= 0:
+        return
+    if len(best) < size:
+        heapq.heappush(best, entry)
+    elif entry > best[0]:
+        heapq.heapreplace(best, entry)
+
+
 def _decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """At most `max_points` points that draw like the full line: per bucket of consecutive
     steps the minimum and the maximum, in time order, so a one-step spike still shows. A bucket
@@ -494,19 +543,21 @@ def _layout(n_series: int, n_zooms: int):
 
 
 def timeline(series: list[Timeline], threshold: float | None, path: Path, max_zooms: int = 6,
-             context: int | None = None, max_series: int = 6) -> None:
+             context: int | None = None, max_series: int = 6, total_series: int | None = None) -> None:
     """Whole series (values over score, labelled runs in red, flagged events in orange, the
     splits marked), at most `max_series` of them (`overview_series`), then zoomed panels at
     full resolution on the events `zoom_windows` picks among all series: an overview of a
-    long series shows *where* the score rises, a zoom shows *what* the series did there."""
+    long series shows *where* the score rises, a zoom shows *what* the series did there.
+    `series` may be only the candidates TimelineCandidates kept of `total_series`."""
     windows = zoom_windows(series, max_zooms, context)
     shown = overview_series(series, windows, max_series)
+    total = len(series) if total_series is None else total_series
     fig, overviews, zooms = _layout(len(shown), len(windows))
     for s, (ax_values, ax_score) in zip(shown, overviews, strict=True):
         _draw(ax_values, ax_score, s, 0, len(s.t), threshold)
         ax_values.set_title(f"{s.series_id}: {len(s.t)} steps", fontsize=9)
-    if len(shown) < len(series):
-        fig.suptitle(f"{len(shown)} of {len(series)} series drawn whole: those with zoomed events, "
+    if len(shown) < total:
+        fig.suptitle(f"{len(shown)} of {total} series drawn whole: those with zoomed events, "
                      "then the highest scores", fontsize=8, x=0.99, ha="right")
     for w, (ax_values, ax_score) in zip(windows, zooms, strict=True):
         s = series[w.series]

@@ -284,7 +284,13 @@ def event_precision_recall(flags: np.ndarray | Sequence[np.ndarray],
     """
     totals = np.zeros(4, dtype=np.int64)
     for series_flags, series_labels in _per_series(flags, labels):
-        totals += _event_counts(series_flags, series_labels)
+        totals += event_counts(series_flags, series_labels)
+    return event_summary(totals)
+
+
+def event_summary(totals: np.ndarray) -> dict:
+    """event_precision_recall from the sum of every series' `event_counts`, for callers that
+    meet the series one at a time and keep only the four counts."""
     flagged, hits, labelled, found = (int(x) for x in totals)
     precision = hits / flagged if flagged else None
     recall = found / labelled if labelled else None
@@ -307,8 +313,8 @@ def _per_series(flags: np.ndarray | Sequence[np.ndarray],
     return list(zip(flags, labels, strict=True))
 
 
-def _event_counts(flags: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[flagged events, of them overlapping a label, labelled events, of them found]."""
+def event_counts(flags: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One series' [flagged events, of them overlapping a label, labelled events, of them found]."""
     flags, labels = _as_flags(flags, "flags"), _as_flags(labels, "labels")
     _same_length(flags=flags, labels=labels)
     flag_starts, flag_stops = merge_events(flags)

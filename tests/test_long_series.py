@@ -345,3 +345,79 @@ def test_the_detector_stage_finds_each_series_fitting_steps_across_batches(tmp_p
     assert val["a"].positions.tolist() == [6, 7, 8, 9] and val["b"].positions.tolist() == [3, 4]
     assert val["a"].labels.tolist() == [0, 1, 2, 0] and val["b"].labels.tolist() == [1, 2]
     assert fitting_steps(pq.ParquetFile(tmp_path / "series.parquet"), "nothing", labelled=False)[1] == {}
+
+
+def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(tmp_path, monkeypatch):
+    """Per-step evaluation meets the table, the outputs and the examples a batch at a time
+    (tiny batches here, cutting series across them) and keeps only the test steps' scores:
+    its metrics equal TSB-AD's metrics of the whole table's arrays, its baselines equal the
+    in-memory ones, and batch sizes change nothing it writes."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from seqmodels.evaluation import nearest_train_distance, pca_step_errors
+    from seqmodels.point_metrics import point_metrics
+    from seqmodels.stages import detector, evaluate, prepare, validate
+    from seqmodels.stages.evaluate import inputs as evaluate_inputs
+    from seqmodels.stages.evaluate import points as evaluate_points
+    from seqmodels.timeline import aggregate_windows
+    from tests.conftest import tiny_config
+    from tests.test_combinations import predict_in_process, train_one_epoch
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for i in range(6):
+        t = np.arange(200)
+        label = ((t >= 150 + i) & (t < 158 + i)).astype(int) if i % 2 else np.zeros(200, int)
+        value = np.sin(2 * np.pi * t / 16) + rng.normal(0, 0.05, 200) + 3 * label
+        frames.append(pd.DataFrame({"series_id": f"pump-{i}", "t": t, "label": label, "value": value}))
+    source = tmp_path / "pumps.csv"
+    pd.concat(frames).to_csv(source, index=False)
+    cfg = tiny_config(tmp_path, data={"source": str(source), "window": 16, "stride": 4, "labels": "points",
+                                      "split": {"by": "time", "val": 0.2, "test": 0.4}},
+                      model={"kind": "conv", "num_layers": 1}, train={"epochs": 1, "workers": 1})
+    prepare.run(cfg)
+    validate.run(cfg)
+    train_one_epoch(cfg)
+    predict_in_process(cfg)
+    detector.run(cfg)
+
+    def evaluated() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+        evaluate.run(cfg)
+        return (json.loads(Path(cfg.paths.eval_metrics).read_text()), pd.read_csv(cfg.paths.events),
+                pq.read_table(cfg.paths.timeline).to_pandas())
+
+    result, events, timeline = evaluated()
+    for module, name, size in ((evaluate_points, "SERIES_BATCH_ROWS", 37),
+                               (evaluate_points, "OUTPUT_BATCH_ROWS", 5),
+                               (evaluate_inputs, "EXAMPLE_BATCH_ROWS", 3),
+                               (evaluate_points, "TIMELINE_ROW_GROUP", 50)):
+        monkeypatch.setattr(module, name, size)
+    small_result, small_events, small_timeline = evaluated()
+    assert small_result == result
+    pd.testing.assert_frame_equal(small_events, events)
+    pd.testing.assert_frame_equal(small_timeline, timeline)
+    assert pq.ParquetFile(next(Path(cfg.paths.timeline).glob("*.parquet"))).metadata.num_row_groups > 1
+
+    # the reference: every array of the whole table at once, as evaluate computed it in memory
+    table = pq.read_table(Path(cfg.paths.prepared) / SERIES_FILE).to_pandas()
+    examples = pq.read_table(Path(cfg.paths.prepared) / "examples.parquet").to_pandas()
+    x, split = np.stack(examples["x"]).astype(np.float64), examples["split"].to_numpy().astype(str)
+    lengths = table.groupby("series_id", sort=False).size()
+    ids, start = examples["series_id"].to_numpy(), examples["start"].to_numpy()
+    model_cfg, shape = cfg.model, (cfg.data.window, 1)
+    pca_step = pca_step_errors(x, split, model_cfg, shape, cfg.seed)
+    reference = {
+        "model": timeline["score"].to_numpy(),
+        "pca": aggregate_windows(ids, start, pca_step.mean(axis=1), pca_step, lengths, cfg.data.window,
+                                 "window"),
+        "knn": aggregate_windows(ids, start, nearest_train_distance(x, split, model_cfg, shape, cfg.seed),
+                                 None, lengths, cfg.data.window, "window")}
+    test = table["split"].to_numpy() == "test"
+    points = result["points"]
+    assert points["steps"] == int(test.sum()) and points["anomalous_steps"] == int(table["label"][test].sum())
+    for name, steps in reference.items():
+        expected = point_metrics(steps[test], table["label"].to_numpy()[test],
+                                 sliding_window=points["sliding_window"]).as_dict()
+        assert points[name] == pytest.approx(expected, rel=1e-12)

@@ -19,37 +19,46 @@ import numpy as np
 
 from seqmodels.config import Config
 from seqmodels.evaluation import (
+    Baselines,
     Scored,
     Threshold,
     class_accuracy,
     evaluate_scores,
     evaluate_tokens,
     flag_summary,
-    pca_scores,
 )
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic, write_text_atomic
 from seqmodels.stages.evaluate.figures import draw
-from seqmodels.stages.evaluate.inputs import Evaluation, load, reconstructions
-from seqmodels.stages.evaluate.points import evaluate_points, publish_points
+from seqmodels.stages.evaluate.inputs import (
+    Evaluation,
+    example_batches,
+    example_rows,
+    fit_baselines,
+    load,
+    reconstructions,
+)
+from seqmodels.stages.evaluate.points import evaluate_points, write_events
 from seqmodels.thresholds import read_thresholds
 
 
 def run(cfg: Config) -> None:
     inputs = load(cfg)
     thresholds = read_thresholds(cfg.paths.detector)
-    result, baseline = score_metrics(inputs, cfg.seed)
+    baselines = None if inputs.spec.discrete else fit_baselines(inputs, cfg.seed)
+    result, baseline = score_metrics(inputs, baselines)
     threshold, flags = flag_anomalies(inputs, cfg, result, thresholds.window)
-    points = evaluate_points(inputs, cfg, thresholds)
-    if points is not None:
-        result["points"] = points.section
     plot_dir = Path(cfg.paths.plots)
     for target in (plot_dir, Path(cfg.paths.timeline)):
         clean_stale_staging(target)
-    with publishing(plot_dir) as staging:
-        skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags, points)
+    with publishing(cfg.paths.timeline) as timeline_dir:  # written as the series are scored
+        points = evaluate_points(inputs, cfg, thresholds, baselines, timeline_dir)
+        if points is not None:
+            result["points"] = points.section
+        with publishing(plot_dir) as staging:
+            skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags, points)
+        write_events(points, cfg)
     if skipped:
         result["plots_skipped"] = skipped
-    publish_points(points, cfg)
     write_json_atomic(cfg.paths.eval_metrics, result)
     for name, reason in skipped.items():
         print(f"evaluate: no {plot_dir / name}: {reason}")
@@ -58,17 +67,19 @@ def run(cfg: Config) -> None:
           + json.dumps({k: v for k, v in result.items() if k != "rows"}, sort_keys=True))
 
 
-def score_metrics(inputs: Evaluation, seed: int) -> tuple[dict[str, Any], Scored | None]:
+def score_metrics(inputs: Evaluation, baselines: Baselines | None) -> tuple[dict[str, Any], Scored | None]:
     """The model's figures beside its baseline: PCA of the same latent size under the same
-    score for real values, a unigram model for tokens (whose quality is exact match)."""
-    scored, spec = inputs.scored, inputs.spec
+    score for real values (streamed over the examples), a unigram model for tokens (whose
+    quality is exact match; token sequences are short and few, and read whole)."""
+    scored = inputs.scored
     baseline = None
-    if spec.discrete:
+    if baselines is None:
         decoded = reconstructions(inputs) if inputs.has_reconstructions else None
-        result = evaluate_tokens(inputs.x.astype(np.int64), decoded, scored.score, scored.split)
+        tokens = example_rows(inputs, np.arange(len(inputs.frame))).astype(np.int64)
+        result = evaluate_tokens(tokens, decoded, scored.score, scored.split)
     else:
-        baseline = Scored(split=scored.split, label=scored.label,
-                          score=pca_scores(inputs.x, scored.split, inputs.model_cfg, spec.input_shape, seed))
+        pca = [baselines.pca_scores(x) for _, x in example_batches(inputs)]
+        baseline = Scored(split=scored.split, label=scored.label, score=np.concatenate(pca))
         result = evaluate_scores(scored, baseline)
     if "predicted_class" in inputs.frame.columns and "label" in inputs.frame.columns:
         result["model"]["accuracy"] = class_accuracy(inputs.frame)

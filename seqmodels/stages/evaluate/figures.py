@@ -14,7 +14,7 @@ from seqmodels.config import Config
 from seqmodels.distributed.live import read_history
 from seqmodels.evaluation import Scored, Threshold, latent_projection, pick_examples, roc_points
 from seqmodels.spec import VOCAB_FILE
-from seqmodels.stages.evaluate.inputs import Evaluation, reconstructions
+from seqmodels.stages.evaluate.inputs import Evaluation, example_rows, reconstructions
 from seqmodels.stages.evaluate.points import PointResult
 
 
@@ -37,17 +37,10 @@ def draw(inputs: Evaluation, cfg: Config, staging: Path, result: dict[str, Any],
 
 
 def timeline(points: PointResult, staging: Path) -> None:
-    """Each series' values over its per-step score, labelled and flagged runs, zooms on events."""
-    table, score = points.steps.table, points.steps.scores["model"]
-    # each column converted once: per series, it made the plot quadratic in the series count
-    t, values = table["t"].to_numpy(), table[points.steps.value_columns].to_numpy()
-    split, labels = points.steps.split, points.steps.label
-    series = []
-    for series_id, rows in table.groupby("series_id", sort=False).indices.items():
-        series.append(plots.Timeline(
-            series_id=str(series_id), t=t[rows], values=values[rows], score=score[rows], split=split[rows],
-            labels=None if labels is None else labels[rows], flags=points.flags[rows]))
-    plots.timeline(series, points.threshold.value, staging / "timeline.png")
+    """Each series' values over its per-step score, labelled and flagged runs, zooms on events:
+    drawn from the candidates kept while the series were scored (plots.TimelineCandidates)."""
+    plots.timeline(points.plotted.series, points.threshold.value, staging / "timeline.png",
+                   total_series=points.plotted.total)
 
 
 def score_histogram(scored: Scored, threshold: Threshold, staging: Path) -> None:
@@ -99,9 +92,10 @@ def examples(inputs: Evaluation, cfg: Config, staging: Path) -> str | None:
     ids = inputs.frame[spec.id_column].to_numpy()
     rows = np.concatenate(list(picked.values()))
     reconstruction = dict(zip(rows.tolist(), reconstructions(inputs, ids[rows]), strict=True))
+    x = dict(zip(rows.tolist(), example_rows(inputs, rows), strict=True))
     vocab = Path(cfg.paths.prepared) / VOCAB_FILE
     shown = plots.Examples(
-        groups={group: [{"id": ids[i], "score": float(scored.score[i]), "x": inputs.x[i],
+        groups={group: [{"id": ids[i], "score": float(scored.score[i]), "x": x[i],
                          "reconstruction": reconstruction[i]} for i in members]
                 for group, members in picked.items()},
         input_shape=spec.input_shape, features=spec.features, id_column=spec.id_column,

@@ -1,9 +1,12 @@
-"""What evaluate reads: the published outputs and the prepared examples they were computed
-from, read once and aligned by id."""
+"""What evaluate reads: the published outputs (their per-row scalars and latents, read once
+and sorted by id) and the prepared examples they were computed from, which stay on disk and
+are read a batch at a time: at 400 values a window they are most of what evaluate touches
+(608 MiB as float64 at 10M rows), and no figure needs them all at once."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +17,14 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from seqmodels.config import Config
-from seqmodels.data.tables import read_spec, vectors
+from seqmodels.data.tables import read_spec, streaming_parquet, vectors
 from seqmodels.errors import DataError
-from seqmodels.evaluation import Scored, score_table
+from seqmodels.evaluation import Baselines, Scored, fit_sample, score_table
 from seqmodels.models.config import ModelConfig
 from seqmodels.publish import MANIFEST
 from seqmodels.spec import EXAMPLES_FILE, DataSpec
+
+EXAMPLE_BATCH_ROWS = 4096  # 12 MiB of float64 inputs of 400 values
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Evaluation:
     outputs: pads.Dataset  # for columns read on demand (reconstructions)
     frame: pd.DataFrame  # per-row scalars: ids, split, score, label, predicted class
     latent: np.ndarray
-    x: np.ndarray  # the model inputs, float64
+    examples: Path  # the model inputs, in id order: read with example_batches / example_rows
     scored: Scored
 
     @property
@@ -49,14 +54,46 @@ def load(cfg: Config) -> Evaluation:
     scalars = [f.name for f in dataset.schema if not pa.types.is_fixed_size_list(f.type)]
     table = dataset.to_table(columns=[*scalars, "latent"]).sort_by(key)
     frame = table.drop_columns(["latent"]).to_pandas()
-    examples = pq.read_table(prepared / EXAMPLES_FILE, columns=[key, "split", "x"]).sort_by(key)
-    if not np.array_equal(examples.column(key).to_numpy(), frame[key].to_numpy()):
-        raise DataError(f"{outputs} and {prepared / EXAMPLES_FILE} hold different {key}s",
-                        where=str(outputs), fix="rerun the infer stage (dvc repro)")
+    examples = prepared / EXAMPLES_FILE
+    example_ids = pq.read_table(examples, columns=[key]).column(key).to_numpy()
+    if not np.array_equal(example_ids, frame[key].to_numpy()):
+        raise DataError(f"{outputs} and {examples} hold different {key}s (or the examples are not in "
+                        f"{key} order)", where=str(outputs),
+                        fix="rerun the prepare and infer stages (dvc repro)")
     return Evaluation(spec=spec, model_cfg=ModelConfig.model_validate(manifest["params"]["model"]),
-                      outputs=dataset, frame=frame, latent=vectors(table.column("latent")),
-                      x=vectors(examples.column("x")).astype(np.float64),
+                      outputs=dataset, frame=frame, latent=vectors(table.column("latent")), examples=examples,
                       scored=score_table(frame, anomaly_labels=spec.anomaly_labels))
+
+
+def example_batches(inputs: Evaluation,
+                    rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row numbers, inputs as float64) of the examples in id order, EXAMPLE_BATCH_ROWS at a
+    time; only the rows numbered `rows` (sorted) when given."""
+    file = streaming_parquet(inputs.examples)
+    offset = 0
+    for batch in file.iter_batches(batch_size=EXAMPLE_BATCH_ROWS, columns=["x"]):
+        numbers = np.arange(offset, offset + batch.num_rows)
+        offset += batch.num_rows
+        if rows is not None:
+            numbers = rows[(rows >= numbers[0]) & (rows <= numbers[-1])]
+            if not len(numbers):
+                continue
+            batch = batch.take(pa.array(numbers - (offset - batch.num_rows)))
+        yield numbers, vectors(batch.column("x")).astype(np.float64)
+
+
+def example_rows(inputs: Evaluation, rows: np.ndarray) -> np.ndarray:
+    """The inputs (float64) of the rows numbered `rows`, in that order."""
+    wanted = np.unique(rows)
+    found = [x for _, x in example_batches(inputs, wanted)]
+    x = np.concatenate(found) if found else np.empty((0, inputs.spec.input_dim))
+    return x[np.searchsorted(wanted, rows)]
+
+
+def fit_baselines(inputs: Evaluation, seed: int) -> Baselines:
+    """The PCA and k-NN baselines, fitted on the training rows of fit_sample (read alone)."""
+    rows = fit_sample(inputs.scored.split, seed)
+    return Baselines.fit(example_rows(inputs, rows), rows, inputs.model_cfg, inputs.spec.input_shape, seed)
 
 
 def reconstructions(inputs: Evaluation, ids: np.ndarray | None = None) -> np.ndarray:

@@ -1,15 +1,23 @@
 """Series scored per time step (spec.timeline): one score per step, its metrics, its events.
 
 The model's per-window outputs are folded into one score per time step (model.point_score,
-seqmodels.timeline), streamed from the outputs a batch at a time. The same is done for two
-baselines on the same windows: PCA of the model's latent size (per-step errors, like the
-model) and the distance to the nearest training window (a classic k-NN detector). Each is
-measured on the test steps with TSB-AD's metrics (VUS-PR is the headline); the model's steps
-are flagged at a threshold fitted on validation steps, and runs of flags become events.
+seqmodels.timeline). The same is done for two baselines on the same windows: PCA of the
+model's latent size (per-step errors, like the model) and the distance to the nearest
+training window (a classic k-NN detector). Each is measured on the test steps with TSB-AD's
+metrics (VUS-PR is the headline); the model's steps are flagged at a threshold fitted on
+validation steps, and runs of flags become events.
+
+Everything streams one series at a time, in the canonical table's order: the table, the
+outputs and the examples are each read a batch at a time and met series by series, the
+timeline is written as it comes, and the plot keeps only the series it may draw. What is
+kept for the whole table is what the metrics need, each test step's three scores and its
+label (25 bytes a test step), and the counts behind the flags and events.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,112 +25,295 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from seqmodels import plots
 from seqmodels.config import Config
-from seqmodels.data.windows import stretches
+from seqmodels.data.tables import fixed_list, streaming_parquet
 from seqmodels.errors import DataError
-from seqmodels.evaluation import (
-    Scored,
-    Threshold,
-    flag_summary,
-    nearest_train_distance,
-    pca_step_errors,
-)
+from seqmodels.evaluation import Baselines, Threshold, precision_recall_f1_counts
 from seqmodels.periods import dominant_period
 from seqmodels.point_metrics import point_metrics
-from seqmodels.publish import MANIFEST, build_manifest, publishing, write_json_atomic, write_text_atomic
-from seqmodels.spec import SERIES_FILE
-from seqmodels.stages.evaluate.inputs import Evaluation
+from seqmodels.publish import MANIFEST, build_manifest, write_json_atomic, write_text_atomic
+from seqmodels.spec import SERIES_FILE, SPLITS
+from seqmodels.stages.evaluate.inputs import Evaluation, example_batches
 from seqmodels.thresholds import Thresholds
-from seqmodels.timeline import (
-    aggregate_windows,
-    event_precision_recall,
-    events_table,
-    output_steps,
-)
+from seqmodels.timeline import OUTPUT_COLUMNS, event_counts, event_summary, events_table, series_in_order
 
 OUTPUT_BATCH_ROWS = 8192
+SERIES_BATCH_ROWS = 65_536
 TIMELINE_FILE = "part-0.parquet"
+TIMELINE_ROW_GROUP = 1 << 20
 DETECTORS = ("model", "pca", "knn")
+EVENT_COLUMNS = ["series_id", "split", "start", "end", "steps", "peak_score", "peak_t", "overlaps_anomaly"]
 
 
 @dataclass
-class Steps:
-    """Every time step of the prepared series in the canonical table's order, with each
-    detector's score for it (NaN where no window covers the step)."""
+class SeriesSteps:
+    """One series' steps as the canonical table holds them (the first few feature columns,
+    unscaled), with each detector's score (NaN where no window covers the step)."""
 
-    table: pd.DataFrame  # series_id, t, split, [label], the first few feature columns (raw)
+    series_id: str
+    t: np.ndarray
+    split: np.ndarray
+    label: np.ndarray | None
+    values: np.ndarray  # (steps, at most 3)
     scores: dict[str, np.ndarray]
-    how: str  # model.point_score
-
-    @property
-    def split(self) -> np.ndarray:
-        return self.table["split"].to_numpy().astype(str)
-
-    @property
-    def label(self) -> np.ndarray | None:
-        return self.table["label"].to_numpy() if "label" in self.table.columns else None
-
-    @property
-    def value_columns(self) -> list[str]:
-        """The feature columns read_steps kept (the series' own values, unscaled)."""
-        return [c for c in self.table.columns if c not in ("series_id", "t", "split", "label")]
 
 
-def read_steps(prepared: Path, features: tuple[str, ...], labelled: bool) -> pd.DataFrame:
-    """The canonical rows (with the split prepare gave each step), without most features."""
-    columns = ["series_id", "t", "split", *(["label"] if labelled else []), *features[:3]]
-    return pq.read_table(prepared / SERIES_FILE, columns=columns).to_pandas()
+def series_lengths(path: Path) -> dict[str, int]:
+    """Every series' step count, in table order, from its series_id column alone."""
+    lengths: dict[str, int] = {}
+    for batch in streaming_parquet(path).iter_batches(batch_size=SERIES_BATCH_ROWS, columns=["series_id"]):
+        for series_id, begin, end in _runs_of_series(batch.column("series_id")):
+            lengths[series_id] = lengths.get(series_id, 0) + end - begin
+    return lengths
 
 
-def model_steps(inputs: Evaluation, lengths: pd.Series, how: str) -> np.ndarray:
-    """The model's score of every step, streamed from the outputs a batch at a time."""
-    return output_steps(inputs.outputs, lengths, inputs.spec.window, how, OUTPUT_BATCH_ROWS)
+def _runs_of_series(ids: pa.Array) -> Iterator[tuple[str, int, int]]:
+    """(series_id, begin, end) of each run of one series in a batch, kept as Arrow (as Python
+    strings, a million ids took 300 MiB)."""
+    encoded = pc.dictionary_encode(ids)
+    codes, names = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    bounds = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]])
+    for begin, end in itertools.pairwise(bounds.tolist()):
+        yield str(names[codes[begin]]), begin, end
 
 
-def baseline_steps(inputs: Evaluation, lengths: pd.Series, how: str, seed: int) -> dict[str, np.ndarray]:
-    """PCA's per-step scores (aggregated like the model's; a window's score is the mean of
-    its steps', as for the model) and the k-NN distance of each window spread over its steps
-    (a window-level detector: aggregated by window means)."""
-    frame, x, spec = inputs.frame, inputs.x, inputs.spec
-    split = frame["split"].to_numpy().astype(str)
-    pca_step = pca_step_errors(x, split, inputs.model_cfg, spec.input_shape, seed)
-    knn = nearest_train_distance(x, split, seed)
-    ids, start = frame["series_id"].to_numpy(), frame["start"].to_numpy()
-    return {"pca": aggregate_windows(ids, start, pca_step.mean(axis=1), pca_step, lengths, spec.window, how),
-            "knn": aggregate_windows(ids, start, knn, None, lengths, spec.window, "window")}
+def canonical_series(path: Path, features: tuple[str, ...], labelled: bool) -> Iterator[dict[str, Any]]:
+    """Each series' rows of the canonical table (series_id, t, split, label, the first three
+    features), a series as soon as the next one begins."""
+    columns = ["t", "split", *(["label"] if labelled else []), *features[:3]]
+    current: str | None = None
+    pieces: list[pa.RecordBatch] = []
+    batches = streaming_parquet(path).iter_batches(batch_size=SERIES_BATCH_ROWS,
+                                                   columns=["series_id", *columns])
+    for batch in batches:
+        for series_id, begin, end in _runs_of_series(batch.column("series_id")):
+            if series_id != current and pieces:
+                yield _series_rows(current, pieces, features[:3], labelled)
+                pieces = []
+            current = series_id
+            pieces.append(batch.slice(begin, end - begin))
+    if pieces:
+        yield _series_rows(current, pieces, features[:3], labelled)
 
 
-def score_steps(inputs: Evaluation, cfg: Config) -> Steps:
-    table = read_steps(Path(cfg.paths.prepared), inputs.spec.features, inputs.spec.has_labels)
-    lengths = table.groupby("series_id", sort=False).size()
-    how = inputs.model_cfg.point_score
-    scores = {"model": model_steps(inputs, lengths, how), **baseline_steps(inputs, lengths, how, cfg.seed)}
-    return Steps(table, scores, how)
+def _series_rows(series_id: str | None, pieces: list[pa.RecordBatch], features: tuple[str, ...],
+                 labelled: bool) -> dict[str, Any]:
+    table = pa.Table.from_batches(pieces)
+    column = lambda name: table.column(name).to_numpy()  # noqa: E731
+    return {"series_id": str(series_id), "t": column("t"), "split": column("split").astype(str),
+            "label": column("label") if labelled else None,
+            "values": np.stack([column(f).astype(np.float64) for f in features], axis=1)}
 
 
-def sliding_window(steps: Steps, cfg: Config) -> int:
-    """evaluate.sliding_window, else TSB-AD's choice: the dominant period of the test values."""
-    if cfg.evaluate.sliding_window is not None:
-        return cfg.evaluate.sliding_window
-    test = steps.table.loc[steps.split == "test", steps.value_columns[0]].to_numpy(np.float64)
-    return int(dominant_period(test))
+def baseline_batches(inputs: Evaluation,
+                     baselines: Baselines) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """The baselines' windows a batch of examples at a time, as output batches: PCA with its
+    per-step errors (aggregated like the model's; a window's score is the mean of its steps'),
+    the k-NN distance of each window (a window-level detector: aggregated by window means)."""
+    series_id, start = inputs.frame["series_id"].to_numpy(), inputs.frame["start"].to_numpy()
+    for rows, x in example_batches(inputs):
+        ids, starts = pa.array(series_id[rows].astype(str)), pa.array(start[rows])
+        steps = baselines.pca_step_errors(x)
+        pca = pa.RecordBatch.from_pydict({"series_id": ids, "start": starts,
+                                          "score": pa.array(steps.mean(axis=1), pa.float64()),
+                                          "step_score": fixed_list(steps)})
+        distance = baselines.nearest_distance(x, rows)
+        knn = pa.RecordBatch.from_pydict({"series_id": ids, "start": starts,
+                                          "score": pa.array(distance, pa.float64())})
+        yield pca, knn
 
 
-def point_section(steps: Steps, cfg: Config) -> dict[str, Any]:
+def scored_series(inputs: Evaluation, cfg: Config, baselines: Baselines) -> Iterator[SeriesSteps]:
+    """Every series with the model's and the baselines' step scores, in table order."""
+    table = Path(cfg.paths.prepared) / SERIES_FILE
+    lengths, how, window = series_lengths(table), inputs.model_cfg.point_score, inputs.spec.window
+    columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
+    pca_batches, knn_batches = itertools.tee(baseline_batches(inputs, baselines))
+    scores = {
+        "model": series_in_order(inputs.outputs.to_batches(columns=columns, batch_size=OUTPUT_BATCH_ROWS),
+                                 lengths, window, how),
+        "pca": series_in_order((pca for pca, _ in pca_batches), lengths, window, how),
+        "knn": series_in_order((knn for _, knn in knn_batches), lengths, window, "window"),
+    }
+    waiting = {name: next(found, None) for name, found in scores.items()}
+    for rows in canonical_series(table, inputs.spec.features, inputs.spec.has_labels):
+        steps = {}
+        for name, found in scores.items():
+            head = waiting[name]
+            if head is not None and head[0] == rows["series_id"]:
+                steps[name], waiting[name] = head[1], next(found, None)
+            else:  # a series without any window: NaN, as every step before a full window
+                steps[name] = np.full(len(rows["t"]), np.nan)
+        yield SeriesSteps(scores=steps, **rows)
+    left = {name: head[0] for name, head in waiting.items() if head is not None}
+    if left:
+        raise DataError(f"the outputs score series {sorted(left.values())[:3]} out of the prepared table's "
+                        "order (or not in it)", where=cfg.paths.outputs,
+                        fix="rerun the prepare and infer stages (dvc repro)")
+
+
+class FlagCounts:
+    """flag_summary of every step, from counts kept as the series go by."""
+
+    def __init__(self, labelled: bool) -> None:
+        self.labelled = labelled
+        self._steps = dict.fromkeys(SPLITS, 0)
+        self._flagged = dict.fromkeys(SPLITS, 0)
+        self._hits = dict.fromkeys(SPLITS, 0)
+        self._anomalous = dict.fromkeys(SPLITS, 0)
+
+    def add(self, split: np.ndarray, flags: np.ndarray, label: np.ndarray | None) -> None:
+        for name in SPLITS:
+            rows = split == name
+            self._steps[name] += int(rows.sum())
+            self._flagged[name] += int(flags[rows].sum())
+            if label is not None:
+                self._hits[name] += int(np.sum(flags[rows] & (label[rows] == 1)))
+                self._anomalous[name] += int(np.sum(label[rows] == 1))
+
+    def summary(self) -> dict[str, Any]:
+        """As evaluation.flag_summary on the whole table's steps."""
+        present = [s for s in SPLITS if self._steps[s]]
+        summary: dict[str, Any] = {"flagged": {s: self._flagged[s] for s in present}}
+        if self.labelled:
+            for s in present:
+                if 0 < self._anomalous[s] < self._steps[s]:  # both classes
+                    summary[s] = precision_recall_f1_counts(self._hits[s], self._flagged[s],
+                                                            self._anomalous[s])
+        return summary
+
+
+class TimelineWriter:
+    """outputs/timeline's part file, a row group of TIMELINE_ROW_GROUP steps at a time: one
+    row per step, series_id, t, split, score, [label], is_anomaly."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path, self.rows = folder / TIMELINE_FILE, 0
+        self._pending: list[pa.Table] = []
+        self._waiting = 0
+        self._writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+
+    def add(self, series: SeriesSteps, flags: np.ndarray) -> None:
+        n = len(series.t)
+        columns = {"series_id": pa.array([series.series_id] * n, pa.large_string()),
+                   "t": pa.array(series.t),
+                   "split": pa.array(series.split, pa.large_string()),
+                   "score": pa.array(series.scores["model"], pa.float64())}
+        if series.label is not None:
+            columns["label"] = pa.array(series.label.astype(np.int64))
+        columns["is_anomaly"] = pa.array(flags)
+        self._pending.append(pa.table(columns))
+        self._waiting += n
+        while self._waiting >= TIMELINE_ROW_GROUP:
+            self._write(TIMELINE_ROW_GROUP)
+
+    def close(self) -> None:
+        if self._waiting or self._writer is None:
+            self._write(self._waiting)
+        if self._writer is not None:
+            self._writer.close()
+
+    def _write(self, rows: int) -> None:
+        table = pa.concat_tables(self._pending) if self._pending else None
+        if table is None:
+            return
+        if self._writer is None:
+            self.schema = table.schema
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table.slice(0, rows), row_group_size=TIMELINE_ROW_GROUP)
+        self.rows += rows
+        rest = table.slice(rows)
+        self._pending, self._waiting = ([rest] if rest.num_rows else []), rest.num_rows
+
+
+def series_events(series: SeriesSteps, flags: np.ndarray) -> tuple[list[pd.DataFrame], np.ndarray]:
+    """Runs of flagged steps inside each split's stretch of one series (events never merge
+    across a split boundary), and the event counts of its test stretches."""
+    frames, counts = [], np.zeros(4, np.int64)
+    change = np.flatnonzero(series.split[1:] != series.split[:-1]) + 1
+    for begin, end in itertools.pairwise([0, *change.tolist(), len(series.split)]):
+        rows = slice(begin, end)
+        labels = None if series.label is None else series.label[rows]
+        events = events_table(series.series_id, series.t[rows], flags[rows], series.scores["model"][rows],
+                              labels)
+        frames.append(events.assign(split=series.split[begin]))
+        if series.split[begin] == "test" and labels is not None:
+            counts += event_counts(flags[rows], labels)
+    return frames, counts
+
+
+@dataclass
+class PointResult:
+    """What the per-step evaluation produced, for eval.json, the reports and the plot."""
+
+    threshold: Threshold
+    events: pd.DataFrame
+    section: dict[str, Any]
+    plotted: plots.TimelineCandidates
+
+
+def evaluate_points(inputs: Evaluation, cfg: Config, thresholds: Thresholds, baselines: Baselines | None,
+                    timeline: Path) -> PointResult | None:
+    """Score, measure and flag every time step, writing the timeline into `timeline` (its
+    staging folder) as the series go by; None for data not scored per step (its timeline is
+    then empty, and its manifest says why)."""
+    if not inputs.spec.timeline or baselines is None:
+        write_json_atomic(timeline / MANIFEST, build_manifest(rows=0, note=NOT_PER_STEP))
+        return None
+    threshold, labelled = thresholds.for_steps, inputs.spec.has_labels
+    writer, counts, plotted = TimelineWriter(timeline), FlagCounts(labelled), plots.TimelineCandidates()
+    test: dict[str, list[np.ndarray]] = {name: [] for name in (*DETECTORS, "label", "values")}
+    events: list[pd.DataFrame] = []
+    event_totals, test_stretches = np.zeros(4, np.int64), False
+    try:
+        for series in scored_series(inputs, cfg, baselines):
+            flags = series.scores["model"] > threshold.value  # an unscored (NaN) step is not flagged
+            writer.add(series, flags)
+            counts.add(series.split, flags, series.label)
+            frames, found = series_events(series, flags)
+            events += frames
+            event_totals += found
+            test_stretches |= labelled and bool((series.split == "test").any())
+            in_test = series.split == "test"
+            for name in DETECTORS:
+                test[name].append(series.scores[name][in_test])
+            test["values"].append(series.values[in_test, 0])
+            if series.label is not None:
+                test["label"].append(series.label[in_test])
+            plotted.add(plots.Timeline(series_id=series.series_id, t=series.t, values=series.values,
+                                       score=series.scores["model"], split=series.split, labels=series.label,
+                                       flags=flags))
+    finally:
+        writer.close()
+    gathered = {name: np.concatenate(parts) if parts else None for name, parts in test.items()}
+    section = point_section(gathered, inputs.model_cfg.point_score, cfg)
+    section.update(threshold=threshold.to_dict(), flags=counts.summary(),
+                   events=event_summary(event_totals) if test_stretches else {})
+    write_json_atomic(timeline / MANIFEST, build_manifest(
+        rows=writer.rows, point_score=inputs.model_cfg.point_score, threshold=threshold.to_dict(),
+        schema=writer.schema.to_string(show_schema_metadata=False)))
+    frame = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)
+    return PointResult(threshold, frame[EVENT_COLUMNS], section, plotted)
+
+
+def point_section(test: dict[str, np.ndarray | None], how: str, cfg: Config) -> dict[str, Any]:
     """eval.json's `points`: each detector's TSB-AD metrics over the test steps."""
-    test = steps.split == "test"
-    section: dict[str, Any] = {"point_score": steps.how, "split": "test", "steps": int(test.sum())}
-    label = steps.label
-    if label is None or len(np.unique(label[test])) < 2:
+    section: dict[str, Any] = {"point_score": how, "split": "test", "steps": len(test["model"])}
+    label = test["label"]
+    if label is None or len(np.unique(label)) < 2:
         section["note"] = "per-step metrics need labelled normal and anomalous test steps"
         return section
-    window = sliding_window(steps, cfg)
-    section.update(sliding_window=window, anomalous_steps=int(label[test].sum()))
+    window = (cfg.evaluate.sliding_window if cfg.evaluate.sliding_window is not None
+              else int(dominant_period(test["values"])))  # TSB-AD's choice: the test values' period
+    section.update(sliding_window=window, anomalous_steps=int(label.sum()))
     for name in DETECTORS:
         try:
-            metrics = point_metrics(steps.scores[name][test], label[test], sliding_window=window)
+            metrics = point_metrics(test[name], label, sliding_window=window)
         except ValueError as error:
             raise DataError(f"per-step metrics of {name}: {error}", where=cfg.paths.outputs,
                             fix="rerun the infer stage (dvc repro); every test step needs a finite score",
@@ -133,87 +324,13 @@ def point_section(steps: Steps, cfg: Config) -> dict[str, Any]:
     return section
 
 
-def flag_steps(steps: Steps, threshold: Threshold) -> tuple[Threshold, np.ndarray, dict[str, Any]]:
-    """Flags of every step at the detector's step threshold (fitted on validation steps)."""
-    scored = Scored(split=steps.split, score=steps.scores["model"], label=steps.label)
-    flags = scored.score > threshold.value  # an unscored (NaN) step is not flagged
-    return threshold, flags, flag_summary(scored, flags)
-
-
-def stretch_events(steps: Steps, flags: np.ndarray) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Runs of flagged steps inside each (series, split) stretch, and event precision/recall
-    on the test stretches (events never merge across a series or split boundary)."""
-    table, score, label = steps.table, steps.scores["model"], steps.label
-    series_id, split, t = table["series_id"].to_numpy(), steps.split, table["t"].to_numpy()
-    frames, test_pairs = [], []
-    for begin, end in stretches(series_id, split):
-        rows = slice(begin, end)
-        labels = None if label is None else label[rows]
-        events = events_table(str(series_id[begin]), t[rows], flags[rows], score[rows], labels)
-        frames.append(events.assign(split=split[begin]))
-        if split[begin] == "test" and labels is not None:
-            test_pairs.append((flags[rows], labels))
-    events = pd.concat(frames, ignore_index=True)
-    per_event = (event_precision_recall([f for f, _ in test_pairs], [lab for _, lab in test_pairs])
-                 if test_pairs else {})
-    return events, per_event
-
-
-EVENT_COLUMNS = ["series_id", "split", "start", "end", "steps", "peak_score", "peak_t", "overlaps_anomaly"]
-
-
-@dataclass
-class PointResult:
-    """What the per-step evaluation produced, for eval.json, the reports and the plot."""
-
-    steps: Steps
-    threshold: Threshold
-    flags: np.ndarray
-    events: pd.DataFrame
-    section: dict[str, Any]
-
-
-def evaluate_points(inputs: Evaluation, cfg: Config, thresholds: Thresholds) -> PointResult | None:
-    """Score, measure and flag every time step; None for data not scored per step."""
-    if not inputs.spec.timeline:
-        return None
-    steps = score_steps(inputs, cfg)
-    section = point_section(steps, cfg)
-    threshold, flags, summary = flag_steps(steps, thresholds.for_steps)
-    events, per_event = stretch_events(steps, flags)
-    section.update(threshold=threshold.to_dict(), flags=summary, events=per_event)
-    return PointResult(steps, threshold, flags, events[EVENT_COLUMNS], section)
-
-
-def timeline_table(result: PointResult) -> pa.Table:
-    """One row per time step: series_id, t, split, score, [label], is_anomaly."""
-    table = result.steps.table
-    columns = {"series_id": pa.array(table["series_id"].astype(str)), "t": pa.array(table["t"]),
-               "split": pa.array(table["split"].astype(str)),
-               "score": pa.array(result.steps.scores["model"], pa.float64())}
-    if "label" in table.columns:
-        columns["label"] = pa.array(table["label"].to_numpy(np.int64))
-    columns["is_anomaly"] = pa.array(result.flags)
-    return pa.table(columns)
-
-
 NOT_PER_STEP = ("the data is not scored per time step: series get a timeline with point labels, "
                 "data.split.by=time or data.test_source")
 
 
-def publish_points(result: PointResult | None, cfg: Config) -> None:
-    """outputs/timeline and reports/events.csv. Data not scored per step gets an empty
-    timeline (its manifest says why) and an events file with the header only, so the stage
-    always produces what dvc.yaml declares."""
-    with publishing(cfg.paths.timeline) as staging:
-        if result is None:
-            manifest = build_manifest(rows=0, note=NOT_PER_STEP)
-        else:
-            table = timeline_table(result)
-            pq.write_table(table, staging / TIMELINE_FILE, row_group_size=1 << 20)
-            manifest = build_manifest(rows=table.num_rows, point_score=result.steps.how,
-                                      threshold=result.threshold.to_dict(),
-                                      schema=table.schema.to_string(show_schema_metadata=False))
-        write_json_atomic(staging / MANIFEST, manifest)
+def write_events(result: PointResult | None, cfg: Config) -> None:
+    """reports/events.csv; data not scored per step gets the header only, so the stage always
+    produces what dvc.yaml declares."""
     events = result.events if result is not None else pd.DataFrame(columns=EVENT_COLUMNS)
     write_text_atomic(cfg.paths.events, events.to_csv(index=False))
+
