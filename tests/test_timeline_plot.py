@@ -7,7 +7,15 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from seqmodels.plots import MAX_LINE_POINTS, Timeline, _decimate, overview_series, timeline, zoom_windows
+from seqmodels.plots import (
+    MAX_LINE_POINTS,
+    Timeline,
+    TimelineCandidates,
+    _decimate,
+    overview_series,
+    timeline,
+    zoom_windows,
+)
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -133,3 +141,28 @@ def test_a_few_series_are_drawn_whole_the_zoomed_ones_first_then_the_highest_sco
     timeline(many, 0.9, drawn, max_zooms=1, max_series=3)
     timeline([many[i] for i in (5, 17, 30)], 0.9, three, max_zooms=1)
     assert mpimg.imread(drawn).shape == mpimg.imread(three).shape
+
+
+@pytest.mark.parametrize("labelled_every", [3, 50])
+def test_the_candidates_kept_one_series_at_a_time_draw_what_all_series_draw(labelled_every):
+    """TimelineCandidates keeps a handful of 60 series; zooms and whole-series panels chosen
+    among them are those chosen among all (few labelled events: flagged ones fill the zooms)."""
+    rng = np.random.default_rng(1)
+    every = []
+    for i in range(60):
+        start = int(rng.integers(100, 800))
+        scores = {start + 1: float(rng.uniform(1, 9)), int(rng.integers(30, 999)): float(rng.uniform(1, 9))}
+        labelled = [(start, start + 5)] if i % labelled_every == 0 else []
+        every.append(_series(n=1000, sid=f"s{i}", labelled=labelled, flagged=[(start, start + 3), (950, 953)],
+                             scores=scores))
+    kept = TimelineCandidates()
+    for s in every:
+        kept.add(s)
+    assert kept.total == 60 and len(kept.series) <= 18
+
+    def chosen(series):
+        windows = zoom_windows(series)
+        return ([(w.series_id, w.start, w.stop) for w in windows],
+                [s.series_id for s in overview_series(series, windows, max_series=6)])
+
+    assert chosen(kept.series) == chosen(every)
