@@ -347,13 +347,17 @@ def test_the_detector_stage_finds_each_series_fitting_steps_across_batches(tmp_p
     assert fitting_steps(pq.ParquetFile(tmp_path / "series.parquet"), "nothing", labelled=False)[1] == {}
 
 
-def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(tmp_path, monkeypatch):
+@pytest.mark.parametrize("point_score", ["window", "mean"])
+def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(tmp_path, monkeypatch,
+                                                                               point_score):
     """Per-step evaluation meets the table, the outputs and the examples a batch at a time
     (tiny batches here, cutting series across them) and keeps only the test steps' scores:
     its metrics equal TSB-AD's metrics of the whole table's arrays, its baselines equal the
-    in-memory ones, and batch sizes change nothing it writes."""
+    in-memory ones, and neither batch sizes nor the order of the inference parts' rows (Ray
+    Data keeps none) change what it writes."""
     import json
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from seqmodels.evaluation import nearest_train_distance, pca_step_errors
@@ -376,7 +380,8 @@ def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(
     pd.concat(frames).to_csv(source, index=False)
     cfg = tiny_config(tmp_path, data={"source": str(source), "window": 16, "stride": 4, "labels": "points",
                                       "split": {"by": "time", "val": 0.2, "test": 0.4}},
-                      model={"kind": "conv", "num_layers": 1}, train={"epochs": 1, "workers": 1})
+                      model={"kind": "conv", "num_layers": 1, "point_score": point_score},
+                      train={"epochs": 1, "workers": 1})
     prepare.run(cfg)
     validate.run(cfg)
     train_one_epoch(cfg)
@@ -394,6 +399,14 @@ def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(
                                (evaluate_inputs, "EXAMPLE_BATCH_ROWS", 3),
                                (evaluate_points, "TIMELINE_ROW_GROUP", 50)):
         monkeypatch.setattr(module, name, size)
+    parts = sorted(Path(cfg.paths.outputs).glob("*.parquet"))
+    rows = pa.concat_tables([pq.read_table(part) for part in parts])
+    for part in parts:
+        part.unlink()
+    shuffled = rows.take(np.random.default_rng(0).permutation(rows.num_rows))
+    half = rows.num_rows // 2
+    pq.write_table(shuffled.slice(0, half), Path(cfg.paths.outputs) / "part-00000.parquet")
+    pq.write_table(shuffled.slice(half), Path(cfg.paths.outputs) / "part-00001.parquet")
     small_result, small_events, small_timeline = evaluated()
     assert small_result == result
     pd.testing.assert_frame_equal(small_events, events)
@@ -411,7 +424,7 @@ def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(
     reference = {
         "model": timeline["score"].to_numpy(),
         "pca": aggregate_windows(ids, start, pca_step.mean(axis=1), pca_step, lengths, cfg.data.window,
-                                 "window"),
+                                 point_score),
         "knn": aggregate_windows(ids, start, nearest_train_distance(x, split, model_cfg, shape, cfg.seed),
                                  None, lengths, cfg.data.window, "window")}
     test = table["split"].to_numpy() == "test"

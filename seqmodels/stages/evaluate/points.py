@@ -127,15 +127,33 @@ def baseline_batches(inputs: Evaluation,
         yield pca, knn
 
 
+def model_batches(inputs: Evaluation, how: str) -> Iterator[pa.RecordBatch]:
+    """The model's windows in id order (the canonical table's order), OUTPUT_BATCH_ROWS at a
+    time, as output batches. Inference writes its parts in no global order (Ray Data does not
+    keep it, and a row group may hold the last ids and the first), so they come from the
+    per-row scalars evaluate holds sorted by id; "mean" and "max" also read every window's
+    step scores, sorted by id (window x 4 bytes a window: the one input that grows here)."""
+    frame, key = inputs.frame, inputs.spec.id_column
+    steps = None
+    if how != "window":
+        steps = inputs.outputs.to_table(columns=[key, "step_score"]).sort_by(key).column("step_score")
+    series_id, start, score = (frame[c].to_numpy() for c in OUTPUT_COLUMNS)
+    for begin in range(0, len(frame), OUTPUT_BATCH_ROWS):
+        rows = slice(begin, begin + OUTPUT_BATCH_ROWS)
+        columns = {"series_id": pa.array(series_id[rows].astype(str)), "start": pa.array(start[rows]),
+                   "score": pa.array(score[rows])}
+        if steps is not None:
+            columns["step_score"] = steps.slice(begin, len(start[rows])).combine_chunks()
+        yield pa.RecordBatch.from_pydict(columns)
+
+
 def scored_series(inputs: Evaluation, cfg: Config, baselines: Baselines) -> Iterator[SeriesSteps]:
     """Every series with the model's and the baselines' step scores, in table order."""
     table = Path(cfg.paths.prepared) / SERIES_FILE
     lengths, how, window = series_lengths(table), inputs.model_cfg.point_score, inputs.spec.window
-    columns = [*OUTPUT_COLUMNS, *(["step_score"] if how != "window" else [])]
     pca_batches, knn_batches = itertools.tee(baseline_batches(inputs, baselines))
     scores = {
-        "model": series_in_order(inputs.outputs.to_batches(columns=columns, batch_size=OUTPUT_BATCH_ROWS),
-                                 lengths, window, how),
+        "model": series_in_order(model_batches(inputs, how), lengths, window, how),
         "pca": series_in_order((pca for pca, _ in pca_batches), lengths, window, how),
         "knn": series_in_order((knn for _, knn in knn_batches), lengths, window, "window"),
     }
