@@ -257,9 +257,10 @@ def series_events(series: SeriesSteps, flags: np.ndarray) -> tuple[list[pd.DataF
     for begin, end in itertools.pairwise([0, *change.tolist(), len(series.split)]):
         rows = slice(begin, end)
         labels = None if series.label is None else series.label[rows]
-        events = events_table(series.series_id, series.t[rows], flags[rows], series.scores["model"][rows],
-                              labels)
-        frames.append(events.assign(split=series.split[begin]))
+        if flags[rows].any():  # thousands of empty frames made the final concat slow
+            events = events_table(series.series_id, series.t[rows], flags[rows], series.scores["model"][rows],
+                                  labels)
+            frames.append(events.assign(split=series.split[begin]))
         if series.split[begin] == "test" and labels is not None:
             counts += event_counts(flags[rows], labels)
     return frames, counts
