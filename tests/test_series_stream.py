@@ -121,3 +121,19 @@ def test_a_bad_value_deep_in_a_large_file_is_named_by_row_and_file(tmp_path, sma
         write_prepared(data_config(path), 0, tmp_path / "out")
     assert "4321" in caught.value.what and str(path) in caught.value.where
     assert caught.value.report["rows"] == len(table)  # every block was checked, not just the first bad one
+
+
+def test_the_scaler_merged_block_by_block_is_numpys_in_one_block_and_to_rounding_in_many():
+    from seqmodels.data.scaling import ScalerFit
+
+    values = np.random.default_rng(2).normal(5.0, 3.0, (10_001, 3))
+    whole = ScalerFit(["a", "b", "c"])
+    whole.add(values)
+    assert whole.scaler().mean == tuple(np.asfortranarray(values).mean(axis=0).tolist())
+    assert whole.scaler().std == tuple(np.asfortranarray(values).std(axis=0).tolist())
+    pieces = ScalerFit(["a", "b", "c"])
+    for start in range(0, len(values), 997):
+        pieces.add(values[start:start + 997])
+    np.testing.assert_allclose(pieces.scaler().mean, values.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(pieces.scaler().std, values.std(axis=0), rtol=1e-13)
+    assert pieces.count == len(values)
