@@ -23,6 +23,7 @@ no validation, no Ray, no splits file. prepare's rows/s over the plain pass's is
     .venv/bin/python benchmarks/pipeline_scale.py                          # 1M and 10M rows
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000 --scale 10 --stages prepare validate
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000000 --scale 1  # the 100M run
+    .venv/bin/python benchmarks/pipeline_scale.py --bad-row 9876543            # and a bad row at 10M
 """
 
 from __future__ import annotations
@@ -107,6 +108,41 @@ def run_stage(stage: str, project: Path) -> dict:
             "peak_pss_top_mib": peak.top(4)}
 
 
+def spoil_row(source: Path, row: int) -> None:
+    """Make feature f1 of data row `row` infinite, rewriting the file a row group at a time."""
+    spoiled = source.with_name("spoiled.parquet")
+    file, seen = pq.ParquetFile(source), 0
+    with pq.ParquetWriter(spoiled, file.schema_arrow, compression="zstd") as writer:
+        for group in range(file.num_row_groups):
+            table = file.read_row_group(group)
+            if seen <= row < seen + table.num_rows:
+                values = table.column("f1").to_numpy().copy()
+                values[row - seen] = np.inf
+                table = table.set_column(table.schema.get_field_index("f1"), "f1", pa.array(values))
+            writer.write_table(table)
+            seen += table.num_rows
+    spoiled.replace(source)
+
+
+def bad_row_run(project: Path, row: int) -> dict:
+    """prepare on a file with one bad value at `row`: it must fail naming the row and the
+    file, in the memory of a good run."""
+    source = project / "series.parquet"
+    spoil_row(source, row)
+    prepared = project / "data" / "prepared"
+    stamps = lambda: {path.name: path.stat().st_mtime_ns for path in prepared.iterdir()}  # noqa: E731
+    before = stamps()
+    started = time.perf_counter()
+    with PeakMemory(include_self=False) as peak:
+        done = subprocess.run([sys.executable, str(REPO / "pipelines" / "prepare.py"), "--params",
+                               "params.yaml"], cwd=project, capture_output=True, text=True)
+    message = done.stderr.strip().splitlines()[0] if done.stderr.strip() else ""
+    return {"row": row, "exit_code": done.returncode, "seconds": round(time.perf_counter() - started, 1),
+            "peak_pss_mib": round(peak.peak / 2**20), "names_row": str(row) in done.stderr,
+            "names_file": str(source) in done.stderr, "message": message[:300],
+            "previous_prepared_kept": before == stamps()}
+
+
 def plain_prepare(source: Path, target: Path, n_series: int, seed: int = 0) -> dict:
     """prepare's reading, scaling and windowing in one process, a row group at a time."""
     started = time.perf_counter()
@@ -151,6 +187,8 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                         help="the stages to measure, in pipeline order (each needs the ones before)")
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
+    parser.add_argument("--bad-row", type=int, metavar="ROW",
+                        help="afterwards, spoil data row ROW of the larger file and run prepare on it")
     args = parser.parse_args()
     stages = [stage for stage in STAGES if stage in args.stages]
     needed = STAGES[:STAGES.index(stages[-1]) + 1]
@@ -176,6 +214,9 @@ def main() -> None:
                 size["prepare"]["rows_per_s"] = round(n_series * LENGTH / size["prepare"]["seconds"])
                 size["prepare_vs_plain"] = round(plain["seconds"] / size["prepare"]["seconds"], 3)
             result["sizes"][str(rows)] = size
+            if args.bad_row is not None and rows == args.rows * args.scale:
+                result["bad_row"] = bad_row_run(project, args.bad_row)
+                print("bad row", json.dumps(result["bad_row"]), flush=True)
     if args.scale > 1:
         small, large = (result["sizes"][str(n)] for n in (args.rows, args.rows * args.scale))
         result["peak_memory_large_vs_small"] = {
