@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                         help="the stages to measure, in pipeline order (each needs the ones before)")
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where the figures go (default: %(default)s)")
     parser.add_argument("--bad-row", type=int, metavar="ROW",
                         help="afterwards, spoil data row ROW of the larger file and run prepare on it")
     args = parser.parse_args()
@@ -222,8 +224,8 @@ def main() -> None:
         result["peak_memory_large_vs_small"] = {
             stage: round(large[stage]["peak_pss_mib"] / small[stage]["peak_pss_mib"], 3) for stage in stages}
     print(json.dumps(result, indent=2))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
