@@ -23,13 +23,16 @@ no validation, no Ray, no splits file. prepare's rows/s over the plain pass's is
     .venv/bin/python benchmarks/pipeline_scale.py                          # 1M and 10M rows
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000 --scale 10 --stages prepare validate
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000000 --scale 1  # the 100M run
-    .venv/bin/python benchmarks/pipeline_scale.py --bad-row 9876543            # and a bad row at 10M
+    .venv/bin/python benchmarks/pipeline_scale.py --bad-row 9876543 --kill     # a bad row, kills at 10M
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -143,6 +147,43 @@ def bad_row_run(project: Path, row: int) -> dict:
             "previous_prepared_kept": before == stamps()}
 
 
+PUBLISHED = ("data", "models", "outputs", "reports", "metrics")  # the project's folders of stage outputs
+
+
+def published(project: Path) -> dict[str, int]:
+    """Every published file's modification time (staging folders, .<name>.staging-*, left out)."""
+    return {str(path.relative_to(project)): path.stat().st_mtime_ns
+            for folder in PUBLISHED if (project / folder).exists()
+            for path in (project / folder).rglob("*")
+            if path.is_file() and ".staging-" not in str(path) and ".retired-" not in str(path)}
+
+
+def kill_run(stage: str, project: Path, seconds: float, rng: np.random.Generator) -> dict:
+    """Run `stage` again, SIGKILL its process group at a random point of its usual time, check
+    that every published output is as it was, then rerun it to completion."""
+    before = published(project)
+    at = float(rng.uniform(0.2, 0.8) * seconds)
+    process = subprocess.Popen([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), "--params",
+                                "params.yaml"], cwd=project, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        process.wait(timeout=at)
+        finished = True
+    except subprocess.TimeoutExpired:
+        tree = psutil.Process(process.pid).children(recursive=True)  # its Ray daemons and workers too
+        os.killpg(process.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        process.wait()
+        finished = False
+    intact = published(project) == before
+    rerun = subprocess.run([sys.executable, str(REPO / "pipelines" / f"{stage}.py"), "--params",
+                            "params.yaml"], cwd=project, capture_output=True, text=True)
+    return {"killed_at_s": round(at, 1), "finished_before_the_kill": finished, "outputs_intact": intact,
+            "rerun_exit_code": rerun.returncode}
+
+
 def plain_prepare(source: Path, target: Path, n_series: int, seed: int = 0) -> dict:
     """prepare's reading, scaling and windowing in one process, a row group at a time."""
     started = time.perf_counter()
@@ -189,6 +230,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where the figures go (default: %(default)s)")
+    parser.add_argument("--kill", action="store_true",
+                        help="on the larger size, kill each measured stage at a random point, check its "
+                             "published outputs are intact, then rerun it")
     parser.add_argument("--bad-row", type=int, metavar="ROW",
                         help="afterwards, spoil data row ROW of the larger file and run prepare on it")
     args = parser.parse_args()
@@ -216,6 +260,11 @@ def main() -> None:
                 size["prepare"]["rows_per_s"] = round(n_series * LENGTH / size["prepare"]["seconds"])
                 size["prepare_vs_plain"] = round(plain["seconds"] / size["prepare"]["seconds"], 3)
             result["sizes"][str(rows)] = size
+            if args.kill and rows == args.rows * args.scale:
+                rng = np.random.default_rng(19)
+                result["kill"] = {stage: kill_run(stage, project, size[stage]["seconds"], rng)
+                                  for stage in stages}
+                print("kill", json.dumps(result["kill"]), flush=True)
             if args.bad_row is not None and rows == args.rows * args.scale:
                 result["bad_row"] = bad_row_run(project, args.bad_row)
                 print("bad row", json.dumps(result["bad_row"]), flush=True)
