@@ -46,7 +46,7 @@ def run(cfg: Config) -> None:
     thresholds = read_thresholds(cfg.paths.detector)
     baselines = None if inputs.spec.discrete else fit_baselines(inputs, cfg.seed)
     result, baseline = score_metrics(inputs, baselines)
-    threshold, flags = flag_anomalies(inputs, cfg, result, thresholds.window)
+    threshold, flags = flag_anomalies(inputs, result, thresholds.window)
     plot_dir = Path(cfg.paths.plots)
     for target in (plot_dir, Path(cfg.paths.timeline)):
         clean_stale_staging(target)
@@ -56,9 +56,12 @@ def run(cfg: Config) -> None:
             result["points"] = points.section
         with publishing(plot_dir) as staging:
             skipped = draw(inputs, cfg, staging, result, baseline, threshold, flags, points)
+        # every output is published here, within a second: a stage killed while it computed
+        # (minutes at 10M rows) leaves all of the previous run's, none of them half replaced
         write_events(points, cfg)
     if skipped:
         result["plots_skipped"] = skipped
+    write_text_atomic(cfg.paths.anomalies, inputs.frame.assign(is_anomaly=flags).to_csv(index=False))
     write_json_atomic(cfg.paths.eval_metrics, result)
     for name, reason in skipped.items():
         print(f"evaluate: no {plot_dir / name}: {reason}")
@@ -86,13 +89,12 @@ def score_metrics(inputs: Evaluation, baselines: Baselines | None) -> tuple[dict
     return result, baseline
 
 
-def flag_anomalies(inputs: Evaluation, cfg: Config, result: dict[str, Any],
+def flag_anomalies(inputs: Evaluation, result: dict[str, Any],
                    threshold: Threshold) -> tuple[Threshold, np.ndarray]:
     """One flag per row at the detector's threshold (fitted on validation scores by the
-    detector stage) into the report and `result`."""
+    detector stage) into `result`; the report is written with the other outputs, at the end."""
     flags = inputs.scored.score > threshold.value
     result["threshold"] = threshold.to_dict()
     result["anomalies"] = flag_summary(inputs.scored, flags)
     result["rows"] = len(inputs.frame)
-    write_text_atomic(cfg.paths.anomalies, inputs.frame.assign(is_anomaly=flags).to_csv(index=False))
     return threshold, flags
