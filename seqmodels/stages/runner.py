@@ -41,8 +41,10 @@ def release_large_allocations() -> None:
     own from the OS and give them back when freed. glibc's default raises that threshold each
     time such a block is freed (up to 32 MiB), and the blocks of a stage that makes a 13 MiB
     array per batch then stay in its heap once freed: evaluate at 10M rows held 1,071 MiB
-    after its PCA scores with the default, 677 MiB without it (as after malloc_trim). A
-    MALLOC_MMAP_THRESHOLD_ set by the user wins; elsewhere than glibc this does nothing."""
+    after its PCA scores with the default, 677 MiB without it (as after malloc_trim). This is
+    the stage's own process: Ray's workers get runtime.WORKER_MALLOC from the raylet (a fixed
+    32 MiB threshold, for their per-batch tensors' speed). A MALLOC_MMAP_THRESHOLD_ set by the
+    user wins; elsewhere than glibc this does nothing."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
     with contextlib.suppress(OSError, AttributeError):
