@@ -72,26 +72,6 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
         assert (Path(tiny.paths.plots) / name).stat().st_size > 1000
 
 
-def test_a_large_input_trains_through_the_v2_reader_on_the_same_rows(tiny, tmp_path, monkeypatch):
-    """Above runtime.LARGE_TRAINING_INPUT, training reads as inference does (V2 reader, 64 MiB
-    read tasks). With the threshold at 0 the run's losses are those of the V1 reader's run:
-    the same rows in the same order."""
-    import os
-
-    from seqmodels.distributed import runtime
-
-    prepare.run(tiny)
-    losses = {}
-    for reader, threshold in (("v1", runtime.LARGE_TRAINING_INPUT), ("v2", 0)):
-        monkeypatch.setattr(runtime, "LARGE_TRAINING_INPUT", threshold)
-        cfg = tiny.model_copy(update={"train": tiny.train.model_copy(
-            update={"epochs": 2, "storage": str(tmp_path / reader)})})
-        train.run(cfg)
-        losses[reader] = read_history(tiny.paths.train_live)[["train_loss", "val_loss"]].to_numpy()
-        assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ  # the V2 settings are restored
-    np.testing.assert_allclose(losses["v2"], losses["v1"], rtol=1e-6)
-
-
 def test_images_conv_with_classifier_head_end_to_end(tmp_path):
     cfg = tiny_config(tmp_path, data={"kind": "images", "source": "digits", "split": {"val": 0.1,
                                                                                     "test": 0.2}},

@@ -43,20 +43,6 @@ def test_training_ingest_reads_with_v1_under_both_caps_and_restores_the_context(
     assert _state(context) == before
 
 
-def test_training_ingest_reads_a_large_input_as_inference_does_still_under_both_caps(context, monkeypatch):
-    monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
-    cfg = RayConfig(data_cpu_limit=1.0, data_memory_limit_mb=1024)
-    before = _state(context)
-    with runtime.training_ingest(cfg, input_bytes=runtime.LARGE_TRAINING_INPUT):
-        limits = context.execution_options.resource_limits
-        assert context.use_datasource_v2 is True
-        assert (limits.cpu, limits.object_store_memory) == (1.0, 1024 * 2**20)
-        assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "1"
-        assert os.environ["RAY_DATA_PARQUET_BIN_PACKING_BYTES"] == str(64 << 20)
-    assert _state(context) == before
-    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
-
-
 def test_batch_inference_reads_with_v2_uncapped_cpu_small_blocks_and_restores_it(context, monkeypatch):
     monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
     monkeypatch.setenv("RAY_DATA_PARQUET_BIN_PACKING_BYTES", "12345")  # a user's own value

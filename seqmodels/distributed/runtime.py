@@ -342,21 +342,13 @@ class DataSettings:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-LARGE_TRAINING_INPUT = 256 << 20  # bytes of Parquet from which training reads with the V2 reader
-
-
-def training_ingest(cfg: RayConfig, input_bytes: int = 0) -> contextlib.AbstractContextManager[None]:
+def training_ingest(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
     """Settings for the Datasets fed to Ray Train (the trainer copies the DataContext when it
-    is built); the CPU cap keeps Ray Data from starving the train workers. V1 Parquet reader
-    for inputs under LARGE_TRAINING_INPUT: V2 starts a pool of footer-reading actors for every
-    read, most of a small read's time. A larger input is read as inference reads it (V2, one
-    footer actor, read tasks of 64 MiB): V1 reads a file in one task, which held 4.7 GiB of
-    the 3 GiB of examples of 100M rows."""
-    large = input_bytes >= LARGE_TRAINING_INPUT
-    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=large,
+    is built). V1 Parquet reader: V2 starts a pool of footer-reading actors for every read,
+    most of a small read's time; the CPU cap keeps Ray Data from starving the train workers."""
+    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=False,
                                       cpu_limit=cfg.data_cpu_limit,
-                                      memory_limit_mb=cfg.data_memory_limit_mb,
-                                      env=INFER_READER_ENV if large else {}))
+                                      memory_limit_mb=cfg.data_memory_limit_mb))
 
 
 def batch_inference(cfg: RayConfig,
