@@ -4,9 +4,11 @@ the detector stage (reports/anomalies.csv), and the plots. Series scored per tim
 timeline (outputs/timeline), per-step metrics (eval.json `points`) and events
 (reports/events.csv): points.py.
 
-Three steps with small signatures: `load` (inputs.py) reads the outputs and the prepared
-inputs once, `score_metrics` and `flag_anomalies` compute the figures, `draw` (figures.py)
-writes the plots.
+Steps with small signatures: `load` (inputs.py) reads the outputs' per-row scalars once and
+leaves the prepared inputs on disk, read a batch at a time; `fit_baselines` fits PCA and
+k-NN on a bounded sample; `score_metrics` and `flag_anomalies` compute the figures; `draw`
+(figures.py) writes the plots. Every output is published at the end, so a stage killed while
+it computes leaves the previous run's outputs whole.
 """
 
 from __future__ import annotations
