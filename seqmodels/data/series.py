@@ -398,7 +398,6 @@ def prepare_series(sources: list[TableSource], features: list[str], cfg: DataCon
                     has_labels=plan.labelled, point_labels=plan.point_labels, timeline=plan.timeline,
                     time_dtype=sources[0].time_type, stride=cfg.stride)
     sink.open(spec)
-    validation = BlockValidation(MODALITY.examples_schema(spec), table=KIND, source=cfg.source)
     positions, counts, dropped = Positions(len(survey.ids)), dict.fromkeys(SPLITS, 0), 0
     for group in series_groups(sources, features, survey):
         from_test = group[FROM_TEST_FILE].to_numpy()
@@ -412,7 +411,6 @@ def prepare_series(sources: list[TableSource], features: list[str], cfg: DataCon
         windows[ID_COLUMN] = np.arange(len(windows), dtype=np.int64) + sum(counts.values())
         for split, n in windows["split"].value_counts().items():
             counts[str(split)] += int(n)
-        validation.add(windows)
         sink.add(rows, windows)
     if dropped and not counts["train"]:
         raise DataError(f"data.train_normal_only drops every training window: all {dropped} "
@@ -420,7 +418,6 @@ def prepare_series(sources: list[TableSource], features: list[str], cfg: DataCon
                         where=f"params.yaml: data.train_normal_only ({cfg.source})",
                         fix="set data.train_normal_only=false, use a shorter data.window, or train on a "
                             "stretch without incidents")
-    validation.finish()
     return PreparedSeries(spec, scaler, len(survey.ids), counts)
 
 
@@ -469,18 +466,24 @@ def prepare_windows(
 
 
 class _Folder:
-    """A sink that writes prepare's files into a folder a group at a time."""
+    """A sink that writes prepare's files into a folder a group at a time, each group's
+    windows checked against the examples' schema first (the in-memory path is checked whole,
+    by seqmodels.data.build)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, source: str) -> None:
+        self.directory, self.source = directory, source
         self._width = 0
+        self._validation: BlockValidation | None = None
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._empty: dict[str, pyarrow.Table] = {}
 
     def open(self, spec: DataSpec) -> None:
         self._width = spec.input_dim
+        self._validation = BlockValidation(MODALITY.examples_schema(spec), table=KIND, source=self.source)
 
     def add(self, rows: pd.DataFrame, windows: pd.DataFrame) -> None:
+        assert self._validation is not None
+        self._validation.add(windows)
         self._write(SERIES_FILE, pyarrow.Table.from_pandas(rows, preserve_index=False))
         heldout = rows.loc[rows["split"].eq("test")].drop(columns=["split"])
         self._write(HELDOUT_FILE, pyarrow.Table.from_pandas(heldout, preserve_index=False))
@@ -497,6 +500,11 @@ class _Folder:
             self._writers[name] = pq.ParquetWriter(self.directory / name, table.schema, **options)
         self._writers[name].write_table(table, row_group_size=row_group_size)
 
+    def validated(self) -> None:
+        """Raise the one DataValidationError of every group's windows, if any failed."""
+        if self._validation is not None:
+            self._validation.finish()
+
     def close(self) -> None:
         """Close every file; one that got no rows is written empty, with its columns."""
         for writer in self._writers.values():
@@ -508,9 +516,10 @@ class _Folder:
 
 def write_prepared(cfg: DataConfig, seed: int, directory: Path) -> PreparedSummary:
     """The prepare stage's files, written as the groups come, in memory bounded by a group."""
-    folder = _Folder(directory)
+    folder = _Folder(directory, cfg.source)
     try:
         summary = prepare_series(*series_sources(cfg), cfg, seed, folder)
+        folder.validated()
     finally:
         folder.close()
     write_json_atomic(directory / SCALER_FILE, summary.scaler.to_dict())
