@@ -272,14 +272,39 @@ def precision_recall_f1_counts(hits: int, flagged: int, anomalous: int) -> dict[
 
 def flag_summary(scored: Scored, flags: np.ndarray) -> dict[str, Any]:
     """Flagged rows per split, and precision/recall/F1 on every split that has both labels."""
-    summary: dict[str, Any] = {"flagged": {s: int(flags[scored.split == s].sum())
-                                           for s in SPLITS if np.any(scored.split == s)}}
-    if scored.label is not None:
-        for split in SPLITS:
-            rows = scored.split == split
-            if set(np.unique(scored.label[rows]).tolist()) >= {0, 1}:
-                summary[split] = precision_recall_f1(flags[rows], scored.label[rows])
-    return summary
+    counts = FlagCounts(labelled=scored.label is not None)
+    counts.add(scored.split, flags, scored.label)
+    return counts.summary()
+
+
+class FlagCounts:
+    """What flag_summary reports, from counts: rows met in pieces (one series at a time) add
+    up to the summary of all of them."""
+
+    def __init__(self, labelled: bool) -> None:
+        self.labelled = labelled
+        self._rows, self._flagged, self._hits, self._normal, self._anomalous = (
+            dict.fromkeys(SPLITS, 0) for _ in range(5))
+
+    def add(self, split: np.ndarray, flags: np.ndarray, label: np.ndarray | None) -> None:
+        for name in SPLITS:
+            rows = split == name
+            self._rows[name] += int(rows.sum())
+            self._flagged[name] += int(flags[rows].sum())
+            if label is not None:
+                self._hits[name] += int(np.sum(flags[rows] & (label[rows] == 1)))
+                self._normal[name] += int(np.sum(label[rows] == 0))
+                self._anomalous[name] += int(np.sum(label[rows] == 1))
+
+    def summary(self) -> dict[str, Any]:
+        present = [s for s in SPLITS if self._rows[s]]
+        summary: dict[str, Any] = {"flagged": {s: self._flagged[s] for s in present}}
+        if self.labelled:
+            for s in present:
+                if self._normal[s] and self._anomalous[s]:  # both labels
+                    summary[s] = precision_recall_f1_counts(self._hits[s], self._flagged[s],
+                                                            self._anomalous[s])
+        return summary
 
 
 def roc_points(score: np.ndarray, label: np.ndarray) -> pd.DataFrame:

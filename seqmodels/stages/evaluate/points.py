@@ -10,8 +10,9 @@ validation steps, and runs of flags become events.
 Everything streams one series at a time, in the canonical table's order: the table, the
 outputs and the examples are each read a batch at a time and met series by series, the
 timeline is written as it comes, and the plot keeps only the series it may draw. What is
-kept for the whole table is what the metrics need, each test step's three scores and its
-label (25 bytes a test step), and the counts behind the flags and events.
+kept for the whole table is what the metrics need, each test step's three scores, its
+label and its first feature (40 bytes a test step), and the counts behind the flags and
+events.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from seqmodels import plots
 from seqmodels.config import Config
 from seqmodels.data.tables import fixed_list, streaming_parquet
 from seqmodels.errors import DataError
-from seqmodels.evaluation import Baselines, Threshold, precision_recall_f1_counts
+from seqmodels.evaluation import Baselines, FlagCounts, Threshold
 from seqmodels.periods import dominant_period
 from seqmodels.point_metrics import point_metrics
 from seqmodels.publish import MANIFEST, build_manifest, write_json_atomic, write_text_atomic
-from seqmodels.spec import SERIES_FILE, SPLITS
+from seqmodels.spec import SERIES_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation, example_batches
 from seqmodels.thresholds import Thresholds
 from seqmodels.timeline import OUTPUT_COLUMNS, event_counts, event_summary, events_table, series_in_order
@@ -172,37 +173,6 @@ def scored_series(inputs: Evaluation, cfg: Config, baselines: Baselines) -> Iter
         raise DataError(f"the outputs score series {sorted(left.values())[:3]} out of the prepared table's "
                         "order (or not in it)", where=cfg.paths.outputs,
                         fix="rerun the prepare and infer stages (dvc repro)")
-
-
-class FlagCounts:
-    """flag_summary of every step, from counts kept as the series go by."""
-
-    def __init__(self, labelled: bool) -> None:
-        self.labelled = labelled
-        self._steps = dict.fromkeys(SPLITS, 0)
-        self._flagged = dict.fromkeys(SPLITS, 0)
-        self._hits = dict.fromkeys(SPLITS, 0)
-        self._anomalous = dict.fromkeys(SPLITS, 0)
-
-    def add(self, split: np.ndarray, flags: np.ndarray, label: np.ndarray | None) -> None:
-        for name in SPLITS:
-            rows = split == name
-            self._steps[name] += int(rows.sum())
-            self._flagged[name] += int(flags[rows].sum())
-            if label is not None:
-                self._hits[name] += int(np.sum(flags[rows] & (label[rows] == 1)))
-                self._anomalous[name] += int(np.sum(label[rows] == 1))
-
-    def summary(self) -> dict[str, Any]:
-        """As evaluation.flag_summary on the whole table's steps."""
-        present = [s for s in SPLITS if self._steps[s]]
-        summary: dict[str, Any] = {"flagged": {s: self._flagged[s] for s in present}}
-        if self.labelled:
-            for s in present:
-                if 0 < self._anomalous[s] < self._steps[s]:  # both classes
-                    summary[s] = precision_recall_f1_counts(self._hits[s], self._flagged[s],
-                                                            self._anomalous[s])
-        return summary
 
 
 class TimelineWriter:
