@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from seqmodels.data.tables import fixed_list, vectors
@@ -163,6 +164,16 @@ def series_in_order(batches: Iterable[pa.RecordBatch], lengths: Mapping[str, int
             scores.add(*_window_arrays(rows, window, how))
     if scores is not None:
         yield current, scores.result()
+
+
+def series_runs(ids: pa.Array) -> Iterator[tuple[str, int, int]]:
+    """(series_id, begin, end) of each run of one series in a batch of the canonical table,
+    found on Arrow's dictionary codes (as Python strings, a million ids took 300 MiB)."""
+    encoded = pc.dictionary_encode(ids)
+    codes, names = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+    bounds = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]])
+    for begin, end in itertools.pairwise(bounds.tolist()):
+        yield str(names[codes[begin]]), begin, end
 
 
 def _rows_in_order(batch: pa.RecordBatch, how: str) -> Iterator[tuple[str, pa.RecordBatch]]:

@@ -10,7 +10,6 @@ fitted never retrains, and evaluate reports with exactly the numbers `score` fla
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from seqmodels.evaluation import Scored
 from seqmodels.publish import clean_stale_staging, publishing
 from seqmodels.spec import SERIES_FILE, DataSpec
 from seqmodels.thresholds import Thresholds, fit_thresholds, write_thresholds
-from seqmodels.timeline import OUTPUT_COLUMNS, series_in_order
+from seqmodels.timeline import OUTPUT_COLUMNS, series_in_order, series_runs
 
 OUTPUT_BATCH_ROWS = 8192
 SERIES_BATCH_ROWS = 65536
@@ -110,13 +109,9 @@ def fitting_steps(series: pq.ParquetFile, split: str, labelled: bool) -> tuple[d
     found: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}
     columns = ["series_id", "split", *(["label"] if labelled else [])]
     for batch in series.iter_batches(batch_size=SERIES_BATCH_ROWS, columns=columns):
-        ids = pc.dictionary_encode(batch.column("series_id"))
-        codes, names = ids.indices.to_numpy(zero_copy_only=False), ids.dictionary.to_pylist()
         in_split = pc.equal(batch.column("split"), split).to_numpy(zero_copy_only=False)
         label = batch.column("label").to_numpy(zero_copy_only=False) if labelled else None
-        bounds = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]])
-        for begin, end in itertools.pairwise(bounds.tolist()):
-            series_id = str(names[codes[begin]])
+        for series_id, begin, end in series_runs(batch.column("series_id")):
             offset = lengths.get(series_id, 0)
             lengths[series_id] = offset + end - begin
             rows = np.flatnonzero(in_split[begin:end])

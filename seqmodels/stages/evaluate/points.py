@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqmodels import plots
@@ -40,7 +39,14 @@ from seqmodels.publish import MANIFEST, build_manifest, write_json_atomic, write
 from seqmodels.spec import SERIES_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation, example_batches
 from seqmodels.thresholds import Thresholds
-from seqmodels.timeline import OUTPUT_COLUMNS, event_counts, event_summary, events_table, series_in_order
+from seqmodels.timeline import (
+    OUTPUT_COLUMNS,
+    event_counts,
+    event_summary,
+    events_table,
+    series_in_order,
+    series_runs,
+)
 
 OUTPUT_BATCH_ROWS = 8192
 SERIES_BATCH_ROWS = 65_536
@@ -67,19 +73,9 @@ def series_lengths(path: Path) -> dict[str, int]:
     """Every series' step count, in table order, from its series_id column alone."""
     lengths: dict[str, int] = {}
     for batch in streaming_parquet(path).iter_batches(batch_size=SERIES_BATCH_ROWS, columns=["series_id"]):
-        for series_id, begin, end in _runs_of_series(batch.column("series_id")):
+        for series_id, begin, end in series_runs(batch.column("series_id")):
             lengths[series_id] = lengths.get(series_id, 0) + end - begin
     return lengths
-
-
-def _runs_of_series(ids: pa.Array) -> Iterator[tuple[str, int, int]]:
-    """(series_id, begin, end) of each run of one series in a batch, kept as Arrow (as Python
-    strings, a million ids took 300 MiB)."""
-    encoded = pc.dictionary_encode(ids)
-    codes, names = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
-    bounds = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]])
-    for begin, end in itertools.pairwise(bounds.tolist()):
-        yield str(names[codes[begin]]), begin, end
 
 
 def canonical_series(path: Path, features: tuple[str, ...], labelled: bool) -> Iterator[dict[str, Any]]:
@@ -91,7 +87,7 @@ def canonical_series(path: Path, features: tuple[str, ...], labelled: bool) -> I
     batches = streaming_parquet(path).iter_batches(batch_size=SERIES_BATCH_ROWS,
                                                    columns=["series_id", *columns])
     for batch in batches:
-        for series_id, begin, end in _runs_of_series(batch.column("series_id")):
+        for series_id, begin, end in series_runs(batch.column("series_id")):
             if series_id != current and pieces:
                 yield _series_rows(current, pieces, features[:3], labelled)
                 pieces = []
