@@ -219,3 +219,24 @@ def test_evaluate_scores_the_pca_baseline_with_the_models_score(tmp_path):
         results[score] = json.loads(Path(cfg.paths.eval_metrics).read_text())["pca"]["mse"]["test"]
     # warping can only lower the error (the unwarped alignment is one of its paths)
     assert 0 < results["dtw"] < results["mse"]
+
+
+def test_example_rows_come_from_the_row_groups_that_hold_them_in_the_order_asked(tmp_path):
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqmodels.data.tables import fixed_list
+    from seqmodels.stages.evaluate.inputs import example_batches, example_rows
+
+    x = np.arange(30 * 4, dtype=np.float32).reshape(30, 4)
+    path = tmp_path / "examples.parquet"
+    pq.write_table(pa.table({"window_id": np.arange(30), "x": fixed_list(x)}), path, row_group_size=8)
+    inputs = SimpleNamespace(examples=path, spec=SimpleNamespace(input_dim=4))
+    wanted = np.array([7, 0, 25, 7, 8])
+    np.testing.assert_array_equal(example_rows(inputs, wanted), x[wanted].astype(np.float64))
+    assert [numbers.tolist() for numbers, _ in example_batches(inputs, np.array([0, 7, 8, 25]))] == [
+        [0, 7], [8], [25]]  # a batch per row group holding a wanted row; rows 16-23 unread
+    everything = np.concatenate([batch for _, batch in example_batches(inputs)])
+    np.testing.assert_array_equal(everything, x.astype(np.float64))
