@@ -101,6 +101,18 @@ def params(source: Path) -> dict:
     }
 
 
+def overridden(values: dict, overrides: list[str]) -> dict:
+    """`values` with each KEY=VALUE (a dotted key, a YAML value) set."""
+    for override in overrides:
+        key, _, raw = override.partition("=")
+        *parents, leaf = key.split(".")
+        node = values
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
 def run_stage(stage: str, project: Path) -> dict:
     started = time.perf_counter()
     with PeakMemory(include_self=False) as peak:
@@ -233,13 +245,15 @@ def main() -> None:
     parser.add_argument("--kill", action="store_true",
                         help="on the larger size, kill each measured stage at a random point, check its "
                              "published outputs are intact, then rerun it")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of the benchmark's params.yaml, e.g. ray.spread_reads=never")
     parser.add_argument("--bad-row", type=int, metavar="ROW",
                         help="afterwards, spoil data row ROW of the larger file and run prepare on it")
     args = parser.parse_args()
     stages = [stage for stage in STAGES if stage in args.stages]
     needed = STAGES[:STAGES.index(stages[-1]) + 1]
     result: dict = {"length": LENGTH, "features": len(FEATURES), "window": WINDOW, "stride": STRIDE,
-                    "train": "1 epoch, 1 worker", "sizes": {}}
+                    "train": "1 epoch, 1 worker", "overrides": args.overrides, "sizes": {}}
     with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
         root = args.keep or Path(tmp)
         for rows in sorted({args.rows, args.rows * args.scale}):
@@ -247,7 +261,8 @@ def main() -> None:
             project.mkdir(parents=True, exist_ok=True)
             source = project / "series.parquet"
             n_series = write_series(source, rows)
-            (project / "params.yaml").write_text(yaml.safe_dump(params(source), sort_keys=False))
+            (project / "params.yaml").write_text(yaml.safe_dump(overridden(params(source), args.overrides),
+                                                                sort_keys=False))
             size: dict = {"series": n_series, "file_mib": round(source.stat().st_size / 2**20)}
             plain = plain_prepare(source, project / "plain-windows.parquet", n_series)
             size["plain_prepare"] = {**plain, "rows_per_s": round(n_series * LENGTH / plain["seconds"])}

@@ -155,6 +155,12 @@ class RayConfig(Section):
         10.0, gt=0, description="Off a terminal (DVC, CI, a log file), where Ray Data draws no "
         "progress bars, batch inference prints a progress line at most this often; null: none."
     )
+    spread_reads: Literal["auto", "always", "never"] = Field(
+        "auto", description="Whether prepare and validate read their input as Ray Data tasks "
+        "(seqmodels.distributed.data_map): auto = on a cluster (RAY_ADDRESS / ray.address), in "
+        "this one process otherwise (on 2 cores a local Ray was slower and used 3x the memory: "
+        "docs/performance.md); always = a local Ray too; never = this process, on a cluster too."
+    )
 
     @property
     def resolved_address(self) -> str | None:

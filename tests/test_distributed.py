@@ -285,3 +285,58 @@ def test_a_local_ray_outlives_a_stalled_raylet(tmp_path):
     assert survived.returncode == 0 and "answered" in survived.stdout, survived.stderr[-3000:]
     ray_default = stall(10, RAY_health_check_failure_threshold="5")
     assert ray_default.returncode != 0 and "marked as dead" in ray_default.stdout + ray_default.stderr
+
+
+def _md5s(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_prepare_and_validate_as_ray_data_tasks_write_what_one_process_writes(tmp_path, capsys):
+    """ray.spread_reads=always on a canonical Parquet file of many pieces (data.piece_rows):
+    the survey, the scaler and the windows run as Ray Data tasks, and every prepared file
+    is byte-identical to the one-process run's; validate's tasks report a bad value as the
+    one-process validate does; a task's own DataError reaches the user as itself."""
+    import pyarrow as pa
+
+    from seqmodels.errors import DataError, DataValidationError
+    from tests.conftest import make_series_table
+
+    source = tmp_path / "streams.parquet"
+    frame = make_series_table(n_series=30, length=200)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source, row_group_size=250)
+    folders = {}
+    for spread in ("never", "always"):
+        cfg = tiny_config(tmp_path / spread, data={"source": str(source), "piece_rows": 500,
+                                                   "labels": "points", "split": {"by": "time"}},
+                          ray={"num_cpus": 2, "spread_reads": spread})
+        prepare.run(cfg)
+        validate.run(cfg)
+        folders[spread] = Path(cfg.paths.prepared)
+        out = capsys.readouterr().out
+        assert ("Ray Data tasks" in out) == (spread == "always"), out
+    assert _md5s(folders["always"]) == _md5s(folders["never"])
+    assert len(pq.ParquetFile(folders["never"] / "series.parquet").metadata.to_dict()["row_groups"]) > 2
+
+    reports = {}
+    for spread in ("never", "always"):
+        cfg = tiny_config(tmp_path / spread, ray={"num_cpus": 2, "spread_reads": spread},
+                          data={"source": str(source), "piece_rows": 500})
+        series = folders[spread] / "series.parquet"
+        table = pq.read_table(series).to_pandas()
+        table.loc[1_234, "f0"] = np.inf
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), series, row_group_size=250)
+        with pytest.raises(DataValidationError):
+            validate.run(cfg)
+        reports[spread] = json.loads(Path(cfg.paths.validation_report).read_text())
+    for report in reports.values():  # the source differs: each run's own folder
+        for table in report["tables"]:
+            table.pop("source")
+    assert reports["always"] == reports["never"] and not reports["never"]["valid"]
+    assert "1234" in json.dumps(reports["never"])
+
+    too_long = tiny_config(tmp_path / "long", data={"source": str(source), "piece_rows": 500, "window": 500},
+                           ray={"num_cpus": 2, "spread_reads": "always"})
+    with pytest.raises(DataError, match=r"shorter than data\.window=500"):
+        prepare.run(too_long)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from seqmodels.data import blocks, series_stream
+from seqmodels.data import blocks, pieces, series_stream
 from seqmodels.data.config import DataConfig
 from seqmodels.data.series import prepare_windows, series_sources, survey_sources, write_prepared
 from seqmodels.data.series_stream import series_groups
@@ -63,9 +63,12 @@ def assert_same_outputs(got: dict[str, pd.DataFrame], expected: dict[str, pd.Dat
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 1,000 rows, groups of 1,500 and bucket files of 2,000: a 4,800-row table
-    goes through every path that a file of millions of rows takes."""
+    """Blocks of 1,000 rows, pieces of 1,400 (two row groups), groups of 1,500 and bucket
+    files of 2,000: a 4,800-row table goes through every path that a file of millions of
+    rows takes."""
     monkeypatch.setattr(blocks, "BLOCK_ROWS", 1_000)
+    monkeypatch.setattr(pieces, "BLOCK_ROWS", 1_000)
+    monkeypatch.setattr(pieces, "PIECE_ROWS", 1_400)
     monkeypatch.setattr(series_stream, "BLOCK_ROWS", 1_000)
     monkeypatch.setattr(series_stream, "GROUP_ROWS", 1_500)
     monkeypatch.setattr(series_stream, "SPILL_ROWS", 2_000)
@@ -101,7 +104,7 @@ def test_groups_hold_whole_series_and_stay_near_the_group_size(tmp_path, small_b
     for frame in (canonical(), canonical().sort_values(["t", "series_id"], kind="stable")):
         cfg = data_config(write_parquet(tmp_path / "streams.parquet", frame))
         sources, features = series_sources(cfg)
-        survey = survey_sources(sources, features)
+        survey = survey_sources(sources, features).series
         seen: list[str] = []
         for group in series_groups(sources, features, survey):
             ids = group["series_id"].to_numpy()

@@ -48,19 +48,25 @@ class BlockValidation:
     groups rows into series for checks along a series (None: no such checks)."""
 
     def __init__(self, schema: pa.DataFrameSchema, *, table: str, source: str,
-                 series_column: str | None = None) -> None:
+                 series_column: str | None = None, first_row: int = 0,
+                 row_before: pd.DataFrame | None = None) -> None:
+        """`first_row`, `row_before`: for a piece of the table (seqmodels.data.pieces) checked
+        on its own, its first row's number and the table's row before it, which checks along
+        a series see in front of the piece's first block."""
         self.schema, self.table, self.source, self.series_column = schema, table, source, series_column
+        self.first_row = first_row
         self.rows = 0
         self._problems: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._kept: list[pd.DataFrame] = []  # the first MAX_REPORT_ROWS failure cases, for the report
         self._kept_rows = self._total = 0
         self._seen = {name: _SeenValues() for name, column in schema.columns.items() if column.unique}
-        self._last_rows: pd.DataFrame | None = None  # per series, the last row seen
+        self._last_rows: pd.DataFrame | None = row_before  # per series, the last row seen
 
     def add(self, frame: pd.DataFrame) -> pd.DataFrame | None:
         """The block as the schema coerces it (a row index counted from the table's start), or
         None when it failed: its failures are kept for `finish`."""
-        frame = frame.set_axis(pd.RangeIndex(self.rows, self.rows + len(frame)))
+        first = self.first_row + self.rows
+        frame = frame.set_axis(pd.RangeIndex(first, first + len(frame)))
         self.rows += len(frame)
         checked, carried = frame, None
         if self.series_column is not None and self._last_rows is not None and self.series_column in frame:
@@ -84,6 +90,29 @@ class BlockValidation:
         if valid is None or self._total > failed:
             return None
         return valid.iloc[len(valid) - len(frame):]
+
+    def merge(self, later: BlockValidation) -> bool:
+        """Take in the failures of the table's next piece, checked on its own; False (and
+        nothing taken) when a unique column's values repeat across the two, which only a
+        check of the whole table in order reports as it should. Checks along a series are
+        exact across pieces when a series' rows are contiguous (`row_before` is then the
+        only earlier row of a series a piece continues): the caller checks that."""
+        assert later.first_row == self.first_row + self.rows, "pieces merge in table order"
+        if any(not seen.disjoint(later._seen[name]) for name, seen in self._seen.items()):
+            return False
+        for name, seen in self._seen.items():
+            seen.update(later._seen[name])
+        self.rows += later.rows
+        for key, problem in later._problems.items():
+            self._merge_problem(key, problem)
+        self._total += later._total
+        for kept in later._kept:
+            if self._kept_rows >= MAX_REPORT_ROWS:
+                break
+            self._kept.append(kept.head(MAX_REPORT_ROWS - self._kept_rows))
+            self._kept_rows += len(self._kept[-1])
+        self._last_rows = later._last_rows
+        return True
 
     def finish(self) -> int:
         """The rows checked; raises the one DataValidationError of every block's failures,
@@ -127,12 +156,14 @@ class BlockValidation:
             self._kept.append(failures.head(MAX_REPORT_ROWS - self._kept_rows))
             self._kept_rows += len(self._kept[-1])
         for problem in summarise_failures(failures):
-            key = (problem["column"], problem["check"])
-            merged = self._problems.setdefault(key, {**problem, "failing_rows": 0, "examples": []})
-            merged["failing_rows"] += problem["failing_rows"]
-            merged["examples"] = (merged["examples"] + problem["examples"])[:MAX_EXAMPLES]
-            if "columns" in problem:
-                merged["columns"] = list(dict.fromkeys(merged["columns"] + problem["columns"]))
+            self._merge_problem((problem["column"], problem["check"]), problem)
+
+    def _merge_problem(self, key: tuple[str | None, str], problem: dict[str, Any]) -> None:
+        merged = self._problems.setdefault(key, {**problem, "failing_rows": 0, "examples": []})
+        merged["failing_rows"] += problem["failing_rows"]
+        merged["examples"] = (merged["examples"] + problem["examples"])[:MAX_EXAMPLES]
+        if "columns" in problem:
+            merged["columns"] = list(dict.fromkeys(merged["columns"] + problem["columns"]))
 
 
 def validate_blocks(blocks: Iterable[pd.DataFrame], schema: pa.DataFrameSchema, *, table: str, source: str,
@@ -168,13 +199,36 @@ class _SeenValues:
             self._other.update(values.tolist())
             return
         points = np.unique(values.astype(np.int64))
-        starts = np.concatenate([self._starts, points])
-        stops = np.concatenate([self._stops, points + 1])
+        self._runs(np.concatenate([self._starts, points]), np.concatenate([self._stops, points + 1]))
+
+    def _runs(self, starts: np.ndarray, stops: np.ndarray) -> None:
+        """Keep the union of runs [starts, stops), as few sorted runs as it takes."""
+        if not len(starts):
+            return
         order = np.argsort(starts, kind="stable")
         starts, stops = starts[order], np.maximum.accumulate(stops[order])
         new_run = np.concatenate([[True], starts[1:] > stops[:-1]])
         self._starts = starts[new_run]
         self._stops = np.maximum.reduceat(stops, np.flatnonzero(new_run)) if len(stops) else stops
+
+    def disjoint(self, other: _SeenValues) -> bool:
+        """No value in both."""
+        if self._other is None and other._other is None:
+            starts = np.concatenate([self._starts, other._starts])
+            stops = np.concatenate([self._stops, other._stops])
+            order = np.argsort(starts, kind="stable")
+            return bool((starts[order][1:] >= np.maximum.accumulate(stops[order])[:-1]).all())
+        mine = self._other if self._other is not None else set(self._as_list())
+        theirs = other._other if other._other is not None else other._as_list()
+        return mine.isdisjoint(theirs)
+
+    def update(self, other: _SeenValues) -> None:
+        if other._other is not None or self._other is not None:
+            values = other._other if other._other is not None else other._as_list()
+            self.add(np.asarray(list(values), dtype=object))
+        else:
+            self._runs(np.concatenate([self._starts, other._starts]),
+                       np.concatenate([self._stops, other._stops]))
 
     def _as_list(self) -> list[int]:
         return [v for start, stop in zip(self._starts.tolist(), self._stops.tolist(), strict=True)

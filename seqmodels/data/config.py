@@ -71,6 +71,12 @@ class DataConfig(Section):
     window: int = Field(150, gt=0)
     stride: int = Field(150, gt=0)
     split: SplitFractions = SplitFractions()
+    piece_rows: int = Field(
+        1 << 20, gt=0, description="Rows (whole Parquet row groups) per task of prepare's and "
+        "validate's reads, and at most per group of whole series prepare windows at once: a file "
+        "of more than one piece is read by Ray Data tasks (ray.spread_reads). Smaller spreads a "
+        "file over more tasks; memory per task stays bounded by a block either way."
+    )
 
     @model_validator(mode="after")
     def _series_options_need_series(self) -> DataConfig:

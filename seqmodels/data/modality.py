@@ -19,6 +19,7 @@ import pandera.pandas as pa
 
 from seqmodels.data import schemas
 from seqmodels.data.config import DataConfig
+from seqmodels.data.pieces import Mapper
 from seqmodels.spec import EXAMPLES_FILE, ID_COLUMNS, DataSpec
 
 
@@ -65,9 +66,9 @@ class Modality:
     prepare: Callable[[DataConfig, int], PreparedData]  # (data params, seed): load, validate, prepare
     table: type[pa.DataFrameModel]  # the prepared examples (id column, split, x, [label])
     extra_tables: Callable[[DataSpec], list[PreparedTable]] = no_extra_tables  # checked before examples
-    # (data params, seed, folder): prepare straight into the folder, in memory that does not grow
-    # with the data; None: `prepare` in memory, then the stage writes the result
-    write: Callable[[DataConfig, int, Path], PreparedSummary] | None = None
+    # (data params, seed, folder, mapper of its reads): prepare straight into the folder, in memory
+    # that does not grow with the data; None: `prepare` in memory, then the stage writes the result
+    write: Callable[[DataConfig, int, Path, Mapper], PreparedSummary] | None = None
 
     @property
     def id_column(self) -> str:

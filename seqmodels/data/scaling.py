@@ -58,7 +58,14 @@ class ScalerFit:
             return
         values = np.asfortranarray(values)  # sums over each feature's contiguous values, whatever the layout
         mean = values.mean(axis=0)
-        squares = ((values - mean) ** 2).sum(axis=0)
+        self._merge(n, mean, ((values - mean) ** 2).sum(axis=0))
+
+    def merge(self, later: ScalerFit) -> None:
+        """The moments of more rows (another piece's), taken in by the same update."""
+        if later.count:
+            self._merge(later.count, later.mean, later.squares)
+
+    def _merge(self, n: int, mean: np.ndarray, squares: np.ndarray) -> None:
         if not self.count:
             self.count, self.mean, self.squares = n, mean, squares
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,15 +26,21 @@ from seqmodels.data.blocks import BlockValidation
 from seqmodels.data.config import DataConfig
 from seqmodels.data.files import check_table_file, feature_columns, is_parquet, read_errors, read_table_file
 from seqmodels.data.modality import Modality, PreparedData, PreparedSummary, PreparedTable
+from seqmodels.data.piece_checks import SeriesOrder, check_pieces
+from seqmodels.data.pieces import Mapper, Piece, serial_map
 from seqmodels.data.scaling import ScalerFit, StandardScaler
 from seqmodels.data.series_files import SeriesFile, read_series_file, single_series_form, steps_forward
 from seqmodels.data.series_stream import (
     FROM_TEST_FILE,
     Positions,
+    SeriesGroup,
     SeriesSurvey,
+    SurveyedPiece,
     TableSource,
+    canonical_types,
+    planned_groups,
+    read_group,
     series_groups,
-    tagged_blocks,
 )
 from seqmodels.data.splits import assign_splits, check_label_classes, time_splits
 from seqmodels.data.tables import examples_to_arrow, parquet_write_options, row_group_rows
@@ -188,7 +195,9 @@ def series_sources(cfg: DataConfig) -> tuple[list[TableSource], list[str]]:
     features = feature_columns(train.columns, cfg.features)
     if test is not None:
         _check_test_file(test, train, cfg)
-    return [_canonical(source, features) for source in (train, test) if source is not None], features
+    canonical = [replace(_canonical(source, features), piece_rows=cfg.piece_rows)
+                 for source in (train, test) if source is not None]
+    return canonical, features
 
 
 def time_dtype(frame: pd.DataFrame) -> str:
@@ -264,19 +273,32 @@ def series_level_labels(table: pd.DataFrame) -> pd.Series:
     return table.groupby("series_id", sort=False)["label"].max()
 
 
-def survey_sources(sources: list[TableSource], features: list[str]) -> SeriesSurvey:
+@dataclass
+class Survey:
+    """The first read's findings: the table's survey, and each piece's, for the reads after."""
+
+    series: SeriesSurvey
+    pieces: list[SurveyedPiece]
+
+
+def survey_sources(sources: list[TableSource], features: list[str], mapper: Mapper = serial_map) -> Survey:
     """The first read: every block through the canonical schema (one message and report for
-    all of a file's failures), and what splitting needs to know of each series."""
-    survey = SeriesSurvey()
+    all of a file's failures), and what splitting needs to know of each series. Each piece
+    is surveyed by a task of `mapper`, and the pieces' findings merged in table order."""
+    survey, surveyed = SeriesSurvey(), []
     for source in sources:
-        validation = BlockValidation(series_schema(features, source.time_type), table="canonical series",
-                                     source=source.where, series_column="series_id")
-        for block in source.blocks():
-            valid = validation.add(block)
-            if valid is not None:
-                survey.add(valid, source.test)
+        validation, checked = check_pieces(source.pieces(), series_schema(features, source.time_type),
+                                           table="canonical series", source=source.where,
+                                           series_column="series_id", mapper=mapper,
+                                           columns=source.columns,
+                                           new_order=partial(SeriesSurvey, source.test))
         validation.finish()
-    return survey
+        for result in checked:
+            assert result.order is not None
+            ordinals = survey.merge(result.order)
+            own_before = survey.own_rows[ordinals] - result.order.own_rows
+            surveyed.append(SurveyedPiece(result.piece, source, result.order.ids, ordinals, own_before))
+    return Survey(survey, surveyed)
 
 
 @dataclass(frozen=True)
@@ -347,19 +369,30 @@ def plan_splits(survey: SeriesSurvey, sources: list[TableSource], cfg: DataConfi
                       normal_only and labelled)
 
 
-def fit_scaler(sources: list[TableSource], features: list[str], survey: SeriesSurvey,
-               plan: SeriesPlan) -> StandardScaler:
+def fit_scaler(survey: Survey, features: list[str], plan: SeriesPlan,
+               mapper: Mapper = serial_map) -> StandardScaler:
     """The second read: the moments of the training rows (without anomaly steps when
-    training is normal only), merged block by block."""
-    moments, positions = ScalerFit(features), Positions(len(survey.ids))
-    for block in tagged_blocks(sources, features):
-        ordinals = survey.ordinals(block["series_id"])
-        split = plan.row_splits(ordinals, positions, block[FROM_TEST_FILE].to_numpy())
-        fit = split == "train"
-        if plan.normal_only and "label" in block.columns:  # an unlabelled test file's rows never train
-            fit &= block["label"].to_numpy() == 0
-        moments.add(block.loc[fit, features].to_numpy(np.float64))
+    training is normal only), a piece per task, merged in table order."""
+    moments = ScalerFit(features)
+    for piece_moments in mapper(partial(_piece_moments, features=features, plan=plan), survey.pieces,
+                                "fit scaler"):
+        moments.merge(piece_moments)
     return moments.scaler()
+
+
+def _piece_moments(item: SurveyedPiece, *, features: list[str], plan: SeriesPlan) -> ScalerFit:
+    order, moments = SeriesOrder(item.ids), ScalerFit(features)
+    local = replace(plan, sizes=plan.sizes[item.ordinals])
+    positions = Positions(len(item.ids), item.own_before)
+    for block in item.piece.blocks(item.source.columns):
+        typed = canonical_types(block, features, item.source.time_type)
+        split = local.row_splits(order.ordinals(typed["series_id"]), positions,
+                                 np.full(len(typed), item.source.test))
+        fit = split == "train"
+        if plan.normal_only and "label" in typed.columns:  # an unlabelled test file's rows never train
+            fit &= typed["label"].to_numpy() == 0
+        moments.add(typed.loc[fit, features].to_numpy(np.float64))
+    return moments
 
 
 class SeriesSink(Protocol):
@@ -386,39 +419,83 @@ class PreparedSeries:
 
 
 def prepare_series(sources: list[TableSource], features: list[str], cfg: DataConfig, seed: int,
-                   sink: SeriesSink) -> PreparedSeries:
+                   sink: SeriesSink, mapper: Mapper = serial_map) -> PreparedSeries:
     """Canonical sources -> validated rows, each with its split, and the windows over them
     scaled on the training rows, given to `sink` a group of whole series at a time
     (seqmodels.data.series_stream): memory is bounded by a group, not by the table. Point
-    labels or a time split score every step (spec.timeline)."""
-    survey = survey_sources(sources, features)
-    plan = plan_splits(survey, sources, cfg, seed)
-    scaler = fit_scaler(sources, features, survey, plan)
+    labels or a time split score every step (spec.timeline).
+
+    Each read is a map over pieces of the sources (groups of whole series, for the windows)
+    by `mapper`, whose tasks may run anywhere (seqmodels.distributed.data_map); only what
+    must see every piece in order is done here: merging their findings, numbering windows
+    and writing. Sources loaded whole (CSV, bundled data) are read in this process."""
+    if not all(source.location for source in sources):
+        mapper = serial_map
+    survey = survey_sources(sources, features, mapper)
+    series = survey.series
+    plan = plan_splits(series, sources, cfg, seed)
+    scaler = fit_scaler(survey, features, plan, mapper)
     spec = DataSpec(kind=KIND, input_shape=(cfg.window, len(features)), features=tuple(features),
                     has_labels=plan.labelled, point_labels=plan.point_labels, timeline=plan.timeline,
                     time_dtype=sources[0].time_type, stride=cfg.stride)
     sink.open(spec)
-    positions, counts, dropped = Positions(len(survey.ids)), dict.fromkeys(SPLITS, 0), 0
-    for group in series_groups(sources, features, survey):
-        from_test = group[FROM_TEST_FILE].to_numpy()
-        rows = group.drop(columns=[FROM_TEST_FILE])
-        rows["split"] = plan.row_splits(survey.ordinals(rows["series_id"]), positions, from_test)
-        windows = cut_windows(rows, scaler.transform(rows), cfg, plan.timeline)
-        if plan.normal_only:
-            drop = windows["split"].eq("train") & windows["label"].eq(1)
-            dropped += int(drop.sum())
-            windows = windows.loc[~drop].reset_index(drop=True)
+    if series.grouped:
+        pieces = [source.pieces() for source in sources]
+        task = partial(_group_windows, sources=sources, pieces=pieces, features=features, plan=plan,
+                       scaler=scaler, cfg=cfg)
+        cut: Iterable[GroupWindows] = mapper(task, planned_groups(series, cfg.piece_rows), "cut windows")
+    else:  # regrouped here, through bucket files (series_stream._regrouped)
+        cut = (_windows_of(group, series.ordinals(group["series_id"]), plan, scaler, cfg)
+               for group in series_groups(sources, features, series))
+    counts, dropped = dict.fromkeys(SPLITS, 0), 0
+    for group in cut:
+        windows = group.windows
         windows[ID_COLUMN] = np.arange(len(windows), dtype=np.int64) + sum(counts.values())
         for split, n in windows["split"].value_counts().items():
             counts[str(split)] += int(n)
-        sink.add(rows, windows)
+        dropped += group.dropped
+        sink.add(group.rows, windows)
     if dropped and not counts["train"]:
         raise DataError(f"data.train_normal_only drops every training window: all {dropped} "
                         "contain a labelled anomaly step",
                         where=f"params.yaml: data.train_normal_only ({cfg.source})",
                         fix="set data.train_normal_only=false, use a shorter data.window, or train on a "
                             "stretch without incidents")
-    return PreparedSeries(spec, scaler, len(survey.ids), counts)
+    return PreparedSeries(spec, scaler, len(series.ids), counts)
+
+
+@dataclass
+class GroupWindows:
+    """A group's rows with their split, its windows (not numbered yet) and how many training
+    windows normal-only training dropped."""
+
+    rows: pd.DataFrame
+    windows: pd.DataFrame
+    dropped: int
+
+
+def _group_windows(group: SeriesGroup, *, sources: list[TableSource], pieces: list[list[Piece]],
+                   features: list[str], plan: SeriesPlan, scaler: StandardScaler,
+                   cfg: DataConfig) -> GroupWindows:
+    """A task's share of the third read: one group, read by itself."""
+    rows = read_group(group, sources, pieces, features)
+    ordinals = SeriesOrder().ordinals(rows["series_id"])  # the group's series, in the table's order
+    return _windows_of(rows, ordinals, replace(plan, sizes=plan.sizes[group.first:group.stop]), scaler, cfg)
+
+
+def _windows_of(group: pd.DataFrame, ordinals: np.ndarray, plan: SeriesPlan, scaler: StandardScaler,
+                cfg: DataConfig) -> GroupWindows:
+    """Whole series (`ordinals`: their numbers in `plan`) -> their rows' splits and windows."""
+    from_test = group[FROM_TEST_FILE].to_numpy()
+    rows = group.drop(columns=[FROM_TEST_FILE])
+    rows["split"] = plan.row_splits(ordinals, Positions(len(plan.sizes)), from_test)
+    windows = cut_windows(rows, scaler.transform(rows), cfg, plan.timeline)
+    dropped = 0
+    if plan.normal_only:
+        drop = windows["split"].eq("train") & windows["label"].eq(1)
+        dropped = int(drop.sum())
+        windows = windows.loc[~drop].reset_index(drop=True)
+    return GroupWindows(rows, windows, dropped)
 
 
 class _Collected:
@@ -514,11 +591,13 @@ class _Folder:
                 pq.write_table(table, self.directory / name)
 
 
-def write_prepared(cfg: DataConfig, seed: int, directory: Path) -> PreparedSummary:
-    """The prepare stage's files, written as the groups come, in memory bounded by a group."""
+def write_prepared(cfg: DataConfig, seed: int, directory: Path,
+                   mapper: Mapper = serial_map) -> PreparedSummary:
+    """The prepare stage's files, written as the groups come, in memory bounded by a group;
+    `mapper` runs the reads (see prepare_series)."""
     folder = _Folder(directory, cfg.source)
     try:
-        summary = prepare_series(*series_sources(cfg), cfg, seed, folder)
+        summary = prepare_series(*series_sources(cfg), cfg, seed, folder, mapper)
         folder.validated()
     finally:
         folder.close()

@@ -24,10 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seqmodels.data.blocks import BLOCK_ROWS, block_rows
-from seqmodels.data.files import read_errors
-from seqmodels.data.tables import streaming_parquet
-from seqmodels.storage import open_input
+from seqmodels.data.blocks import BLOCK_ROWS
+from seqmodels.data.piece_checks import SeriesOrder
+from seqmodels.data.pieces import PIECE_ROWS, Piece, frame_piece, parquet_pieces, read_rows
 
 GROUP_ROWS = BLOCK_ROWS  # rows of whole series per group: about 16 MiB of windows of 4 features
 SPILL_ROWS = 4 * GROUP_ROWS  # rows per bucket file when a source must be regrouped
@@ -45,18 +44,19 @@ class TableSource:
     test: bool = False  # every row is test (data.test_source, an archive's TEST file)
     frame: pd.DataFrame | None = None  # loaded whole: CSV, the single-series form, bundled data
     location: str | None = None  # a canonical Parquet file, streamed a row group at a time
+    piece_rows: int = PIECE_ROWS  # rows per piece read apart (data.piece_rows)
+
+    def pieces(self) -> list[Piece]:
+        """The file as pieces read apart (seqmodels.data.pieces); a frame is one piece."""
+        if self.frame is not None:
+            return [frame_piece(self.frame[self.columns], self.where)]
+        assert self.location is not None
+        return parquet_pieces(self.location, self.where, self.piece_rows)
 
     def blocks(self) -> Iterator[pd.DataFrame]:
-        """The rows in file order, at most BLOCK_ROWS (and about 16 MiB) a block."""
-        if self.frame is not None:
-            for start in range(0, len(self.frame), BLOCK_ROWS):
-                yield self.frame.iloc[start:start + BLOCK_ROWS][self.columns]
-            return
-        assert self.location is not None
-        with read_errors(self.location), open_input(self.location) as handle:
-            file = streaming_parquet(handle)
-            for batch in file.iter_batches(batch_size=block_rows(file), columns=self.columns):
-                yield batch.to_pandas()
+        """The rows in file order, a piece's blocks at a time."""
+        for piece in self.pieces():
+            yield from piece.blocks(self.columns)
 
 
 def canonical_types(block: pd.DataFrame, features: list[str], time_type: str) -> pd.DataFrame:
@@ -69,20 +69,19 @@ def canonical_types(block: pd.DataFrame, features: list[str], time_type: str) ->
     return block[["series_id", "t", *features, *label]].astype(types)
 
 
-class SeriesSurvey:
+class SeriesSurvey(SeriesOrder):
     """What the first read learns of every series, in order of first appearance: rows of its
     own file and of a test file, lowest and highest label, and whether every series' rows
-    are contiguous across the sources."""
+    are contiguous across the sources. A piece's survey counts its rows as `test` says
+    (a test file's); merged in table order, the pieces' surveys make the table's."""
 
-    def __init__(self) -> None:
-        self._index: dict[str, int] = {}
-        self.ids: list[str] = []
+    def __init__(self, test: bool = False) -> None:
+        self.test = test
         self.own_rows = np.zeros(0, np.int64)
         self.test_rows = np.zeros(0, np.int64)
         self.label_low = np.zeros(0, np.int64)
         self.label_high = np.zeros(0, np.int64)
-        self.grouped = True
-        self._last = -1  # the ordinal of the last row seen
+        super().__init__()
 
     @property
     def labelled(self) -> np.ndarray:
@@ -93,51 +92,49 @@ class SeriesSurvey:
     def rows(self) -> int:
         return int(self.own_rows.sum() + self.test_rows.sum())
 
-    def ordinals(self, series_id: pd.Series) -> np.ndarray:
-        """Each row's series, numbered in order of first appearance (new series numbered now)."""
-        codes, uniques = pd.factorize(series_id.to_numpy())
-        numbers = np.empty(len(uniques), np.int64)
-        for i, name in enumerate(uniques.tolist()):
-            number = self._index.get(name)
-            if number is None:
-                number = self._index[name] = len(self.ids)
-                self.ids.append(name)
-            numbers[i] = number
+    def ordinals(self, series_id: pd.Series | np.ndarray) -> np.ndarray:
+        numbers = super().ordinals(series_id)
         grow = len(self.ids) - len(self.own_rows)
         if grow:
             self.own_rows = np.concatenate([self.own_rows, np.zeros(grow, np.int64)])
             self.test_rows = np.concatenate([self.test_rows, np.zeros(grow, np.int64)])
             self.label_low = np.concatenate([self.label_low, np.full(grow, np.iinfo(np.int64).max)])
             self.label_high = np.concatenate([self.label_high, np.full(grow, np.iinfo(np.int64).min)])
-        return numbers[codes]
+        return numbers
 
-    def add(self, block: pd.DataFrame, test: bool) -> None:
-        """A validated block of one source (`test`: a test file's)."""
-        if not len(block):
+    def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> None:
+        super().see(block, valid, series_column)
+        if valid is None or not len(valid):
             return
-        ordinals = self.ordinals(block["series_id"])
-        runs = ordinals[np.concatenate([[0], np.flatnonzero(np.diff(ordinals)) + 1])]
-        # contiguous: the first run continues the last series or starts the next, every later run starts one
-        if runs[0] not in (self._last, self._last + 1) or (np.diff(runs) != 1).any():
-            self.grouped = False
-        self._last = max(self._last, int(runs.max()))
+        ordinals = self.ordinals(valid["series_id"])
         counts = np.bincount(ordinals, minlength=len(self.ids))
-        if test:
+        if self.test:
             self.test_rows += counts
         else:
             self.own_rows += counts
-        if "label" in block.columns:
-            labels = block["label"].to_numpy(np.int64)
+        if "label" in valid.columns:
+            labels = valid["label"].to_numpy(np.int64)
             np.minimum.at(self.label_low, ordinals, labels)
             np.maximum.at(self.label_high, ordinals, labels)
+
+    def merge(self, later: SeriesOrder) -> np.ndarray:
+        assert isinstance(later, SeriesSurvey)
+        ordinals = super().merge(later)  # numbering later's new series grows the counts
+        self.own_rows[ordinals] += later.own_rows
+        self.test_rows[ordinals] += later.test_rows
+        np.minimum.at(self.label_low, ordinals, later.label_low)
+        np.maximum.at(self.label_high, ordinals, later.label_high)
+        return ordinals
 
 
 class Positions:
     """Each row's step within its series' own rows (a test file's rows not counted), carried
     from block to block."""
 
-    def __init__(self, n_series: int) -> None:
-        self._seen = np.zeros(n_series, np.int64)
+    def __init__(self, n_series: int, seen: np.ndarray | None = None) -> None:
+        """`seen`: each series' own rows before the first block (a piece's, when it is read
+        on its own)."""
+        self._seen = np.zeros(n_series, np.int64) if seen is None else seen.astype(np.int64, copy=True)
 
     def of(self, ordinals: np.ndarray) -> np.ndarray:
         order = np.argsort(ordinals, kind="stable")
@@ -159,36 +156,70 @@ def tagged_blocks(sources: list[TableSource], features: list[str]) -> Iterator[p
             yield typed
 
 
+@dataclass
+class SurveyedPiece:
+    """A piece of one source, with what the survey learnt of its series: their ordinals in
+    the table's numbering and each one's own rows in earlier pieces (where its steps start)."""
+
+    piece: Piece
+    source: TableSource
+    ids: list[str]
+    ordinals: np.ndarray
+    own_before: np.ndarray
+
+
+@dataclass(frozen=True)
+class SeriesGroup:
+    """Whole series [first, stop) of the survey's numbering, which are rows [row_start,
+    row_stop) of the sources read one after the other (their series being contiguous)."""
+
+    first: int
+    stop: int
+    row_start: int
+    row_stop: int
+
+
+def planned_groups(survey: SeriesSurvey, piece_rows: int = PIECE_ROWS) -> list[SeriesGroup]:
+    """Consecutive whole series of at most GROUP_ROWS (and `piece_rows`) rows a group (one
+    series alone when it has more), for sources whose series are contiguous: each group is
+    then a range of rows, which a task reads by itself."""
+    assert survey.grouped, "only contiguous series are ranges of rows"
+    ends = np.cumsum(survey.own_rows + survey.test_rows)
+    limit = min(GROUP_ROWS, piece_rows)
+    groups, first, row_start = [], 0, 0
+    while first < len(ends):
+        stop = max(int(np.searchsorted(ends, row_start + limit, side="right")), first + 1)
+        groups.append(SeriesGroup(first, stop, row_start, int(ends[stop - 1])))
+        first, row_start = stop, int(ends[stop - 1])
+    return groups
+
+
+def read_group(group: SeriesGroup, sources: list[TableSource], pieces: list[list[Piece]],
+               features: list[str]) -> pd.DataFrame:
+    """A group's rows in canonical types, each flagged when it is a test file's, reading only
+    the row groups that hold them; `pieces`: each source's."""
+    parts, offset = [], 0
+    for source, cut in zip(sources, pieces, strict=True):
+        rows = sum(piece.rows for piece in cut)
+        low, high = max(group.row_start - offset, 0), min(group.row_stop - offset, rows)
+        if low < high:
+            typed = canonical_types(read_rows(cut, low, high, source.columns), features, source.time_type)
+            typed[FROM_TEST_FILE] = source.test
+            parts.append(typed)
+        offset += rows
+    return pd.concat(parts, ignore_index=True)
+
+
 def series_groups(sources: list[TableSource], features: list[str],
                   survey: SeriesSurvey) -> Iterator[pd.DataFrame]:
     """Whole series, about GROUP_ROWS rows a group, in order of first appearance; each series'
     rows keep their order (its own file's, then a test file's)."""
-    blocks = tagged_blocks(sources, features)
     if survey.grouped:
-        yield from _stitched(blocks)
+        pieces = [source.pieces() for source in sources]
+        for group in planned_groups(survey):
+            yield read_group(group, sources, pieces, features)
     else:
-        yield from _regrouped(blocks, survey)
-
-
-def _stitched(blocks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Contiguous series: blocks joined, cut before the last series whenever enough rows wait
-    (that series may go on in the next block)."""
-    pending: list[pd.DataFrame] = []
-    waiting = 0
-    for block in blocks:
-        pending.append(block)
-        waiting += len(block)
-        if waiting < GROUP_ROWS:
-            continue
-        table = pd.concat(pending, ignore_index=True)
-        ids = table["series_id"].to_numpy()
-        others = np.flatnonzero(ids != ids[-1])
-        last_begins = int(others[-1]) + 1 if len(others) else 0
-        if last_begins:
-            yield table.iloc[:last_begins]
-        pending, waiting = [table.iloc[last_begins:]], len(table) - last_begins
-    if pending and waiting:
-        yield pd.concat(pending, ignore_index=True)
+        yield from _regrouped(tagged_blocks(sources, features), survey)
 
 
 def _regrouped(blocks: Iterator[pd.DataFrame], survey: SeriesSurvey) -> Iterator[pd.DataFrame]:

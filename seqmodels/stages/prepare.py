@@ -1,7 +1,8 @@
 """Stage `prepare`: the data source -> canonical table, splits, scaler and model inputs in
 paths.prepared. Series are written as they are prepared, a group of whole series at a time
-(seqmodels.data.series.write_prepared); the other kinds are prepared in memory
-(seqmodels.data.build) and written here."""
+(seqmodels.data.series.write_prepared), their reads spread over Ray Data tasks as
+ray.spread_reads says (seqmodels.distributed.data_map); the other kinds are prepared in
+memory (seqmodels.data.build) and written here."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from seqmodels.data import schemas
 from seqmodels.data.build import prepare_examples
 from seqmodels.data.config import DataConfig
 from seqmodels.data.modality import PreparedSummary
+from seqmodels.data.pieces import Mapper
 from seqmodels.data.registry import modality
 from seqmodels.data.tables import examples_to_arrow, parquet_write_options, row_group_rows
+from seqmodels.distributed.data_map import stage_mapper
 from seqmodels.errors import DataValidationError
 from seqmodels.publish import clean_stale_staging, publishing, write_json_atomic
 from seqmodels.spec import EXAMPLES_FILE, SPEC_FILE, SPLITS
@@ -36,8 +39,8 @@ def run(cfg: Config) -> None:
     report = report_path(cfg)
     kind = modality(cfg.data.kind)
     try:
-        with publishing(target) as staging:
-            summary = (kind.write or write_in_memory)(cfg.data, cfg.seed, staging)
+        with publishing(target) as staging, stage_mapper(cfg.ray) as mapper:
+            summary = (kind.write or write_in_memory)(cfg.data, cfg.seed, staging, mapper)
             write_json_atomic(staging / SPEC_FILE, summary.spec.to_dict())
     except DataValidationError as error:
         schemas.write_report(report, [error.report])
@@ -49,9 +52,10 @@ def run(cfg: Config) -> None:
     print(f"prepared {summary.description} of shape {shape} {counts} in {target}")
 
 
-def write_in_memory(data: DataConfig, seed: int, directory: Path) -> PreparedSummary:
+def write_in_memory(data: DataConfig, seed: int, directory: Path, mapper: Mapper) -> PreparedSummary:
     """A modality without its own writer: prepared in memory (seqmodels.data.build), then
-    written as Arrow vectors, with the spec and the modality's artifacts (vocabulary...)."""
+    written as Arrow vectors, with the spec and the modality's artifacts (vocabulary...).
+    Such data fits in memory: its reads are this process's (`mapper` is not used)."""
     prepared = prepare_examples(data, seed)
     spec = prepared.spec
     examples = examples_to_arrow(prepared.examples, spec.input_dim, spec.discrete)

@@ -1,20 +1,22 @@
 """Stage `validate`: the Pandera contracts on everything prepare wrote, with a full report
 in paths.validation_report (the stage's output, valid or not). Each table is read and
-checked a block of rows at a time (seqmodels.data.blocks), so memory does not grow with it."""
+checked a block of rows at a time (seqmodels.data.blocks), so memory does not grow with it,
+and a piece of it per task (seqmodels.data.piece_checks), spread over Ray Data as
+ray.spread_reads says (seqmodels.distributed.data_map)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from seqmodels.config import Config
 from seqmodels.data import schemas
-from seqmodels.data.blocks import block_rows, validate_blocks
+from seqmodels.data.modality import PreparedTable
+from seqmodels.data.piece_checks import check_pieces
+from seqmodels.data.pieces import Mapper, parquet_pieces
 from seqmodels.data.registry import modality
-from seqmodels.data.tables import read_spec, streaming_parquet
+from seqmodels.data.tables import read_spec
+from seqmodels.distributed.data_map import stage_mapper
 from seqmodels.errors import DataError, DataValidationError
 
 
@@ -23,15 +25,15 @@ def run(cfg: Config) -> None:
     spec = read_spec(prepared)
     entries: list[dict[str, Any]] = []
     failures: list[DataValidationError] = []
-    for table in modality(spec.kind).prepared_tables(spec):
-        path = prepared / table.file
-        try:
-            rows = validate_blocks(_blocks(path), table.schema, table=table.name, source=str(path),
-                                   series_column=table.series_column)
-            entries.append({"table": table.name, "source": str(path), "valid": True, "rows": rows})
-        except DataValidationError as error:
-            entries.append(error.report)
-            failures.append(error)
+    with stage_mapper(cfg.ray) as mapper:
+        for table in modality(spec.kind).prepared_tables(spec):
+            path = prepared / table.file
+            try:
+                rows = _check(path, table, mapper, cfg.data.piece_rows)
+                entries.append({"table": table.name, "source": str(path), "valid": True, "rows": rows})
+            except DataValidationError as error:
+                entries.append(error.report)
+                failures.append(error)
     report = Path(cfg.paths.validation_report)
     schemas.write_report(report, entries)
     if failures:
@@ -41,11 +43,15 @@ def run(cfg: Config) -> None:
     print(f"validated {tables} -> {report}")
 
 
-def _blocks(path: Path) -> Iterator[pd.DataFrame]:
+def _check(path: Path, table: PreparedTable, mapper: Mapper, piece_rows: int) -> int:
+    """The rows of one table, checked a piece per task; raises its one DataValidationError."""
     try:
-        file = streaming_parquet(path)
-        for batch in file.iter_batches(batch_size=block_rows(file)):
-            yield batch.to_pandas()
-    except Exception as error:
-        raise DataError(f"cannot read {path}: {error}", where=str(path),
+        validation, _ = check_pieces(parquet_pieces(str(path), str(path), piece_rows), table.schema,
+                                     table=table.name, source=str(path), series_column=table.series_column,
+                                     mapper=mapper)
+    except DataValidationError:
+        raise
+    except DataError as error:
+        raise DataError(f"cannot read {path}: {error.what}", where=str(path),
                         fix="rerun the prepare stage") from None
+    return validation.finish()
