@@ -87,7 +87,8 @@ def test_an_id_repeated_in_a_later_piece_is_reported_as_one_pass_reports_it(tmp_
 def test_a_valid_table_is_valid_in_pieces_and_counts_every_row(tmp_path):
     path = write(tmp_path / "t.parquet", table())
     validation, checked = check_pieces(parquet_pieces(str(path), target_rows=300), series_schema(FEATURES),
-                                       table="t", source=str(path), series_column="series_id", mapper=serial_map)
+                                       table="t", source=str(path), series_column="series_id",
+                                       mapper=serial_map)
     assert validation.finish() == 1_440 and len(checked) == 5
     assert [c.piece.first_row for c in checked] == [0, 300, 600, 900, 1200]
 
