@@ -157,9 +157,10 @@ class RayConfig(Section):
     )
     spread_reads: Literal["auto", "always", "never"] = Field(
         "auto", description="Whether prepare and validate read their input as Ray Data tasks "
-        "(seqmodels.distributed.data_map): auto = on a cluster (RAY_ADDRESS / ray.address), in "
-        "this one process otherwise (on 2 cores a local Ray was slower and used 3x the memory: "
-        "docs/performance.md); always = a local Ray too; never = this process, on a cluster too."
+        "(seqmodels.distributed.data_map): auto = on a cluster (RAY_ADDRESS / ray.address) when "
+        "every node can read the input (s3://...), in this one process otherwise (on 2 cores a "
+        "local Ray was slower and used 3x the memory: docs/performance.md); always = a local Ray "
+        "too, and local paths on a cluster (shared storage, one host); never = this process."
     )
 
     @property

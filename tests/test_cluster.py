@@ -153,6 +153,47 @@ def test_multi_node_inference_equals_single_node(live_cluster, project):
     np.testing.assert_array_equal(single["score"].to_numpy(), cluster["score"].to_numpy())
 
 
+def _md5s(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_prepare_and_validate_spread_their_tasks_over_both_nodes_and_equal_one_node(live_cluster, project,
+                                                                                     tmp_path):
+    """prepare's and validate's reads as Ray Data tasks on the two-node cluster: they ran on
+    both nodes, and every prepared file is byte-identical to a one-node Ray's. The file is
+    a path both nodes read (one host); spread_reads=always says so."""
+    import pyarrow as pa
+
+    from tests.conftest import make_series_table
+
+    source = tmp_path / "streams.parquet"
+    pq.write_table(pa.Table.from_pandas(make_series_table(n_series=40, length=200), preserve_index=False),
+                   source, row_group_size=250)
+    settings = [f"data.source={source}", "data.piece_rows=500", "data.labels=points", "data.window=20",
+                "data.stride=10", "ray.spread_reads=always"]
+    prepared = {}
+    for name, address in (("one node", None), ("cluster", live_cluster.gcs_address)):
+        env = live_cluster.env(with_token=address is not None)
+        if address:
+            env["RAY_ADDRESS"] = address
+        target = tmp_path / name.replace(" ", "-")
+        stage_settings = [*settings, f"paths.prepared={target / 'prepared'}",
+                          f"paths.validation_report={target / 'validation.json'}"]
+        for stage in ("prepare", "validate"):
+            result = subprocess.run([sys.executable, f"pipelines/{stage}.py",
+                                     *(arg for value in stage_settings for arg in ("--set", value))],
+                                    cwd=project, env=env, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-4000:]
+            nodes = 2 if address else 1
+            assert f"Ray Data tasks on {nodes} node(s)" in result.stdout, (stage, result.stdout)
+        prepared[name] = _md5s(target / "prepared")
+    assert prepared["cluster"] == prepared["one node"]
+    written = set(prepared["cluster"])
+    assert {"examples.parquet", "series.parquet", "heldout.parquet", "scaler.json"} <= written
+
+
 def test_failing_job_no_wait_logs_status_and_fetch(live_cluster, project):
     """A job that fails on the cluster (its data path does not exist there), sent with
     --no-wait and then followed: the job's exit status and error reach the user, and

@@ -9,7 +9,8 @@ the driver never holds more than a few groups. The driver keeps what must see th
 table in order: merging, numbering windows, writing the files. On one machine a local Ray
 runs the same tasks, on as many CPUs as the machine has.
 
-Whether a stage uses Ray at all (ray.spread_reads): by default on a cluster only. On one
+Whether a stage uses Ray at all (ray.spread_reads): by default on a cluster only, and only for
+input every node can read (s3://...; `always` for a path shared otherwise, e.g. NFS). On one
 2-core machine a local Ray lost to the one-process map (10M rows: prepare 29.6 s and
 1,835 MiB against 23.6 s and 546 MiB; docs/performance.md): its tasks, its daemons and the
 driver that writes share the same two cores, and Ray's start and results' transfer are
@@ -27,6 +28,7 @@ from seqmodels.config import RayConfig
 from seqmodels.data.pieces import Mapper, serial_map
 from seqmodels.distributed.runtime import DataSettings, data_settings, init_ray, logged_progress
 from seqmodels.errors import SeqmodelsError
+from seqmodels.storage import is_uri
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -79,10 +81,13 @@ class RayDataMapper:
 
 
 @contextlib.contextmanager
-def stage_mapper(cfg: RayConfig) -> Iterator[Mapper]:
-    """The mapper of prepare's or validate's reads, as ray.spread_reads says; a RayDataMapper
-    that ran tasks says so in the stage's output."""
-    if cfg.spread_reads == "never" or (cfg.spread_reads == "auto" and not cfg.resolved_address):
+def stage_mapper(cfg: RayConfig, inputs: Sequence[str]) -> Iterator[Mapper]:
+    """The mapper of prepare's or validate's reads of `inputs`, as ray.spread_reads says:
+    `auto` spreads them on a cluster when every node can read them (URIs such as s3://; a
+    path of this machine is not on the others, unless the user says so with `always`). A
+    RayDataMapper that ran tasks says so in the stage's output."""
+    shared = all(is_uri(location) for location in inputs)
+    if cfg.spread_reads == "never" or (cfg.spread_reads == "auto" and not (cfg.resolved_address and shared)):
         yield serial_map
         return
     mapper = RayDataMapper(cfg)

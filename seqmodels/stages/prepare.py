@@ -39,7 +39,7 @@ def run(cfg: Config) -> None:
     report = report_path(cfg)
     kind = modality(cfg.data.kind)
     try:
-        with publishing(target) as staging, stage_mapper(cfg.ray) as mapper:
+        with publishing(target) as staging, stage_mapper(cfg.ray, _inputs(cfg.data)) as mapper:
             summary = (kind.write or write_in_memory)(cfg.data, cfg.seed, staging, mapper)
             write_json_atomic(staging / SPEC_FILE, summary.spec.to_dict())
     except DataValidationError as error:
@@ -50,6 +50,10 @@ def run(cfg: Config) -> None:
     counts = {split: summary.counts.get(split, 0) for split in SPLITS}
     shape = "x".join(str(n) for n in summary.spec.input_shape)
     print(f"prepared {summary.description} of shape {shape} {counts} in {target}")
+
+
+def _inputs(data: DataConfig) -> list[str]:
+    return [location for location in (data.source, data.test_source) if location is not None]
 
 
 def write_in_memory(data: DataConfig, seed: int, directory: Path, mapper: Mapper) -> PreparedSummary:

@@ -25,7 +25,7 @@ def run(cfg: Config) -> None:
     spec = read_spec(prepared)
     entries: list[dict[str, Any]] = []
     failures: list[DataValidationError] = []
-    with stage_mapper(cfg.ray) as mapper:
+    with stage_mapper(cfg.ray, [str(prepared)]) as mapper:
         for table in modality(spec.kind).prepared_tables(spec):
             path = prepared / table.file
             try:
