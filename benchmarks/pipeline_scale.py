@@ -254,6 +254,8 @@ def main() -> None:
     needed = STAGES[:STAGES.index(stages[-1]) + 1]
     result: dict = {"length": LENGTH, "features": len(FEATURES), "window": WINDOW, "stride": STRIDE,
                     "train": "1 epoch, 1 worker", "overrides": args.overrides, "sizes": {}}
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
         root = args.keep or Path(tmp)
         for rows in sorted({args.rows, args.rows * args.scale}):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,19 @@ class TableSource:
     frame: pd.DataFrame | None = None  # loaded whole: CSV, the single-series form, bundled data
     location: str | None = None  # a canonical Parquet file, streamed a row group at a time
     piece_rows: int = PIECE_ROWS  # rows per piece read apart (data.piece_rows)
+    _pieces: list[Piece] | None = field(default=None, init=False, repr=False, compare=False)
 
     def pieces(self) -> list[Piece]:
-        """The file as pieces read apart (seqmodels.data.pieces); a frame is one piece."""
-        if self.frame is not None:
-            return [frame_piece(self.frame[self.columns], self.where)]
-        assert self.location is not None
-        return parquet_pieces(self.location, self.where, self.piece_rows)
+        """The file as pieces read apart (seqmodels.data.pieces); a frame is one piece. Cut
+        once: prepare reads a source three times, and each cut reads the file's footer (and
+        a frame's would copy its columns)."""
+        if self._pieces is None:
+            if self.frame is not None:
+                self._pieces = [frame_piece(self.frame[self.columns], self.where)]
+            else:
+                assert self.location is not None
+                self._pieces = parquet_pieces(self.location, self.where, self.piece_rows)
+        return self._pieces
 
     def blocks(self) -> Iterator[pd.DataFrame]:
         """The rows in file order, a piece's blocks at a time."""
@@ -103,10 +109,12 @@ class SeriesSurvey(SeriesOrder):
         return numbers
 
     def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> None:
-        super().see(block, valid, series_column)
+        ordinals = self.ordinals(block[series_column].astype(str))
+        self.note(ordinals)
         if valid is None or not len(valid):
             return
-        ordinals = self.ordinals(valid["series_id"])
+        # `valid` is the whole block as the schema coerced it (series_id to str, as above):
+        # the same rows in the same order, so the same ordinals
         counts = np.bincount(ordinals, minlength=len(self.ids))
         if self.test:
             self.test_rows += counts
