@@ -42,7 +42,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 F1_THRESHOLDS = 100
 """TSB-AD's thresholded F-scores (except Standard-F1) try this many thresholds, evenly spaced
@@ -50,6 +49,13 @@ from the lowest to the highest score; a step is flagged when its score is above 
 
 VUS_THRESHOLDS = 250
 """VUS takes this many thresholds from the sorted scores; a step is flagged at or above one."""
+
+CHUNK_STEPS = 1 << 20
+"""Counts over every step are made this many steps at a time. What a metric keeps for the
+whole series is then the score and labels it was given, the anomalous steps' scores and the
+steps near labelled ranges, not sorted copies of the series: scikit-learn's curves take
+about 45 bytes a step, and evaluate pools every test step of every series (4.4M at 10M
+rows)."""
 
 RANGE_RECALL_ALPHA = 0.2
 """R-based recall's weight on finding a range at all (the rest rewards how much of it)."""
@@ -182,15 +188,98 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _range_max(values: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """max(values[start:stop]) for each range; -inf for an empty one."""
-    if len(starts) == 0:
-        return np.empty(0)
-    bounds = np.empty(2 * len(starts), dtype=np.intp)
-    bounds[0::2], bounds[1::2] = starts, stops
-    # reduceat reduces values[bounds[i]:bounds[i+1]]; the -inf pad makes stop == n valid.
-    out = np.maximum.reduceat(np.append(values, -np.inf), bounds)[0::2]
-    out[stops <= starts] = -np.inf
+    """max(values[start:stop]) for each range; -inf for an empty one. Only the ranges' steps
+    are gathered (VUS asks this once per buffer width, of a series of millions of steps)."""
+    lengths = np.maximum(np.asarray(stops) - np.asarray(starts), 0)
+    out = np.full(len(lengths), -np.inf)
+    nonempty = lengths > 0
+    if nonempty.any():
+        lengths, first = lengths[nonempty], np.asarray(starts)[nonempty]
+        offsets = np.cumsum(lengths) - lengths
+        steps = np.arange(int(lengths.sum())) - np.repeat(offsets - first, lengths)
+        out[nonempty] = np.maximum.reduceat(values[steps], offsets)
     return out
+
+
+def _covered_before(starts: np.ndarray, stops: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """How many steps of the sorted, disjoint ranges [starts, stops) lie before each of `at`:
+    the prefix sum of their mask, read at a few places without making it."""
+    if len(starts) == 0:
+        return np.zeros(len(at), np.int64)
+    done = np.concatenate(([0], np.cumsum(stops - starts)))  # steps of the ranges before range k
+    last = np.searchsorted(starts, at, side="right") - 1  # the last range starting at or before
+    known = np.maximum(last, 0)
+    inside = np.minimum(at, stops[known]) - starts[known]
+    return np.where(last >= 0, done[known] + inside, 0)
+
+
+def _steps_at_least(score: np.ndarray, thresholds: np.ndarray, *, strictly: bool = False) -> np.ndarray:
+    """How many steps score >= each threshold (> when `strictly`), CHUNK_STEPS at a time."""
+    order = np.argsort(thresholds, kind="stable")
+    ordered = thresholds[order]
+    side = "left" if strictly else "right"  # x > t[k] iff searchsorted(t, x, "left") > k
+    per_slot = np.zeros(len(ordered) + 1, np.int64)
+    for begin in range(0, len(score), CHUNK_STEPS):
+        slots = np.searchsorted(ordered, score[begin:begin + CHUNK_STEPS], side=side)
+        per_slot += np.bincount(slots, minlength=len(ordered) + 1)
+    counts = np.empty(len(ordered), np.int64)
+    counts[order] = np.cumsum(per_slot[::-1])[::-1][1:]  # slots above k
+    return counts
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """The ranking of normal against anomalous steps, at each distinct anomalous score (the
+    only thresholds at which recall moves): enough for AUC-ROC, AUC-PR and the best F1 of
+    every threshold, exactly, from one chunked pass over the normal steps."""
+
+    values: np.ndarray  # distinct anomalous scores, ascending
+    true_pos: np.ndarray  # anomalous steps scoring >= each value
+    false_pos: np.ndarray  # normal steps scoring >= each value
+    normal: int  # normal steps
+    normal_below: int  # (anomalous, normal) pairs with the anomalous step scoring higher
+    ties: int  # pairs scoring the same
+
+    @classmethod
+    def of(cls, score: np.ndarray, labels: np.ndarray) -> _Ranking:
+        anomalous = np.sort(score[labels])
+        values, first = np.unique(anomalous, return_index=True)
+        per_slot = np.zeros(len(values) + 1, np.int64)
+        below = ties = normal_steps = 0
+        for begin in range(0, len(score), CHUNK_STEPS):
+            chunk = slice(begin, begin + CHUNK_STEPS)
+            normal = score[chunk][~labels[chunk]]
+            normal_steps += len(normal)
+            lower = np.searchsorted(anomalous, normal, side="left")
+            at_most = np.searchsorted(anomalous, normal, side="right")
+            below += int(len(anomalous) * len(normal) - at_most.sum())
+            ties += int((at_most - lower).sum())
+            per_slot += np.bincount(np.searchsorted(values, normal, side="right"), minlength=len(values) + 1)
+        false_pos = np.cumsum(per_slot[::-1])[::-1][1:]
+        return cls(values, len(anomalous) - first, false_pos, normal_steps, below, ties)
+
+    @property
+    def auc_roc(self) -> float:
+        """The area under the ROC curve: the chance an anomalous step outscores a normal one,
+        ties counting half (the trapezoids scikit-learn sums, as one count)."""
+        return (self.normal_below + self.ties / 2) / (int(self.true_pos[0]) * self.normal)
+
+    @property
+    def auc_pr(self) -> float:
+        """Average precision: precision at each value, weighted by the recall it adds."""
+        precision, recall = self._precision_recall()
+        gained = recall - np.append(recall[1:], 0.0)
+        return float(np.sum(gained[::-1] * precision[::-1]))  # highest threshold first, as scikit-learn
+
+    @property
+    def best_f1(self) -> float:
+        """TSB-AD's Standard-F1, 2PR / (P + R + 1e-5), at its best value: between two anomalous
+        values only normal steps join, which lowers precision, so the best is at one."""
+        precision, recall = self._precision_recall()
+        return float(np.max(2 * (precision * recall) / (precision + recall + 0.00001)))
+
+    def _precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.true_pos / (self.true_pos + self.false_pos), self.true_pos / self.true_pos[0]
 
 
 def _count_above(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -212,13 +301,13 @@ def _f1_thresholds(score: np.ndarray) -> np.ndarray:
 def auc_roc(score: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve (scikit-learn's, as TSB-AD)."""
     score, labels = check_inputs(score, labels)
-    return float(roc_auc_score(labels, score))
+    return _Ranking.of(score, labels).auc_roc
 
 
 def auc_pr(score: ArrayLike, labels: ArrayLike) -> float:
     """Average precision, the step-wise area under the PR curve (scikit-learn's, as TSB-AD)."""
     score, labels = check_inputs(score, labels)
-    return float(average_precision_score(labels, score))
+    return _Ranking.of(score, labels).auc_pr
 
 
 def vus(score: ArrayLike, labels: ArrayLike, *, sliding_window: int) -> Volumes:
@@ -241,9 +330,9 @@ def vus(score: ArrayLike, labels: ArrayLike, *, sliding_window: int) -> Volumes:
     ends = stops - 1  # TSB-AD's ranges are closed: [start, end]
     n_anomalous = int(labels.sum())
 
-    ascending = np.sort(score)
-    thresholds = ascending[::-1][np.linspace(0, n - 1, VUS_THRESHOLDS).astype(int)]
-    flagged = _count_at_least(ascending, thresholds)
+    ranks = (n - 1) - np.linspace(0, n - 1, VUS_THRESHOLDS).astype(int)  # from the highest score
+    thresholds = np.partition(score, np.unique(ranks))[ranks]
+    flagged = _steps_at_least(score, thresholds)
     found = _count_at_least(np.sort(score[labels]), thresholds)
 
     # The normal steps any buffer can reach, sorted by score (highest first) once for all widths.
@@ -326,8 +415,7 @@ def standard_f1(score: ArrayLike, labels: ArrayLike) -> float:
     is kept so the values agree.
     """
     score, labels = check_inputs(score, labels)
-    precision, recall, _ = precision_recall_curve(labels, score)
-    return float(np.max(2 * (precision * recall) / (precision + recall + 0.00001)))
+    return _Ranking.of(score, labels).best_f1
 
 
 def pa_f1_optimistic(score: ArrayLike, labels: ArrayLike) -> float:
@@ -344,7 +432,8 @@ def pa_f1_optimistic(score: ArrayLike, labels: ArrayLike) -> float:
     detected = _range_max(score, starts, stops)[None, :] > thresholds[:, None]
     missed_first = (starts == 0)[None, :] & (score[0] <= thresholds)[:, None]
     true_pos = (detected * (stops - starts) - (detected & missed_first)).sum(axis=1)
-    false_pos = _count_above(np.sort(score[~labels]), thresholds)
+    false_pos = (_steps_at_least(score, thresholds, strictly=True)
+                 - _count_above(np.sort(score[labels]), thresholds))
     false_neg = labels.sum() - true_pos
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(true_pos > 0, 2 * true_pos / (2 * true_pos + false_pos + false_neg), 0.0)
@@ -364,7 +453,7 @@ def event_f1(score: ArrayLike, labels: ArrayLike) -> float:
     checked_stops = np.where(stops == len(score), stops - 1, stops)
     found = (_range_max(score, starts, checked_stops)[None, :] > thresholds[:, None]).sum(axis=1)
     recall = found / len(starts)
-    flagged = _count_above(np.sort(score), thresholds)
+    flagged = _steps_at_least(score, thresholds, strictly=True)
     true_pos = _count_above(np.sort(score[labels]), thresholds)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(flagged > 0, true_pos / flagged, 0.0)
@@ -381,27 +470,25 @@ def r_f1(score: ArrayLike, labels: ArrayLike) -> float:
     """
     score, labels = check_inputs(score, labels)
     label_starts, label_stops = runs(labels)
-    labels_before = np.concatenate(([0], np.cumsum(labels)))
     best = 0.0
     for threshold in _f1_thresholds(score):
         flags = score > threshold
         flag_starts, flag_stops = runs(flags)
         if len(flag_starts) == 0:
             continue  # TSB-AD scores 0 here
-        flags_before = np.concatenate(([0], np.cumsum(flags)))
-        recall = _range_score(label_starts, label_stops, flags_before, flag_starts, flag_stops,
-                              RANGE_RECALL_ALPHA)
-        precision = _range_score(flag_starts, flag_stops, labels_before, label_starts, label_stops, 0.0)
+        recall = _range_score(label_starts, label_stops, flag_starts, flag_stops, RANGE_RECALL_ALPHA)
+        precision = _range_score(flag_starts, flag_stops, label_starts, label_stops, 0.0)
         if recall + precision != 0:
             best = max(best, 2 * recall * precision / (precision + recall))
     return float(best)
 
 
-def _range_score(starts: np.ndarray, stops: np.ndarray, other_before: np.ndarray,
-                 other_starts: np.ndarray, other_stops: np.ndarray, alpha: float) -> float:
-    """Tatbul's range recall of the ranges [starts, stops) against the other ranges, whose
-    steps are counted by the prefix sum `other_before` (TSB-AD's `range_recall_new`)."""
-    overlap = other_before[stops] - other_before[starts]
+def _range_score(starts: np.ndarray, stops: np.ndarray, other_starts: np.ndarray, other_stops: np.ndarray,
+                 alpha: float) -> float:
+    """Tatbul's range recall of the ranges [starts, stops) against the other ranges
+    (TSB-AD's `range_recall_new`)."""
+    overlap = (_covered_before(other_starts, other_stops, stops)
+               - _covered_before(other_starts, other_stops, starts))
     # The other ranges that share a step with each range: a contiguous block, by binary search.
     n_overlapping = (np.searchsorted(other_starts, stops - 1, side="right")
                      - np.searchsorted(other_stops - 1, starts, side="left"))

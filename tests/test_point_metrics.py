@@ -24,7 +24,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from seqmodels import point_metrics as pm
 from seqmodels.point_metrics import TSB_AD_NAMES, PointMetrics, point_metrics
 
 TSB_AD_REQUIREMENT = "tsb-ad==1.5"
@@ -210,6 +212,38 @@ def test_a_one_step_anomaly_on_the_last_step_is_never_an_event_as_in_tsb_ad():
     labels[-1] = 1
     found = point_metrics(labels.astype(float), labels, sliding_window=10)
     assert found.event_f1 == 0.0 and found.auc_roc == 1.0
+
+
+@pytest.mark.parametrize("case", ["several ranges, window 40", "ties", "float32 on the threshold grid",
+                                  "constant score"])
+def test_counting_a_few_steps_at_a_time_changes_no_metric(case, monkeypatch):
+    """The counts over every step are made CHUNK_STEPS at a time (evaluate pools millions of
+    steps); chunks of 7 cut through ranges, ties and runs, and every figure stays the same,
+    and the threshold-free ones equal scikit-learn's to rounding."""
+    score, labels, window = CASES[case]()
+    whole = point_metrics(score, labels, sliding_window=window)
+    monkeypatch.setattr(pm, "CHUNK_STEPS", 7)
+    chunked = point_metrics(score, labels, sliding_window=window)
+    assert chunked.as_dict() == pytest.approx(whole.as_dict(), abs=1e-12, rel=0)
+    assert chunked.auc_roc == pytest.approx(roc_auc_score(labels, score), abs=1e-12)
+    assert chunked.auc_pr == pytest.approx(average_precision_score(labels, score), abs=1e-12)
+    precision, recall, _ = precision_recall_curve(labels, score)
+    f1 = np.max(2 * precision * recall / (precision + recall + 0.00001))
+    assert chunked.standard_f1 == pytest.approx(f1, abs=1e-12)
+
+
+def test_range_helpers_equal_the_full_arrays_they_replace():
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=200)
+    mask = rng.random(200) < 0.3
+    starts, stops = pm.runs(mask)
+    at = np.arange(201)
+    prefix = np.concatenate(([0], np.cumsum(mask)))
+    assert np.array_equal(pm._covered_before(starts, stops, at), prefix[at])
+    assert np.array_equal(pm._covered_before(starts[:0], stops[:0], at), np.zeros(201))
+    lo, hi = np.array([0, 5, 9, 199, 40]), np.array([3, 5, 200, 200, 60])
+    expected = [values[a:b].max() if b > a else -np.inf for a, b in zip(lo, hi, strict=True)]
+    assert np.array_equal(pm._range_max(values, lo, hi), expected)
 
 
 GOOD_SCORE, GOOD_LABELS = one_range()

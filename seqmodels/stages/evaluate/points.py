@@ -9,15 +9,16 @@ validation steps, and runs of flags become events.
 
 Everything streams one series at a time, in the canonical table's order: the table, the
 outputs and the examples are each read a batch at a time and met series by series, the
-timeline is written as it comes, and the plot keeps only the series it may draw. What is
-kept for the whole table is what the metrics need, each test step's three scores, its
-label and its first feature (40 bytes a test step), and the counts behind the flags and
-events.
+timeline is written as it comes, and the plot keeps only the series it may draw. The
+metrics pool every test step of every series (exact TSB-AD figures rank them all): each
+test step's three scores and its label go to files as the series go by, and are read back
+one detector at a time, 9 bytes a test step in memory (TestSteps).
 """
 
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from seqmodels.config import Config
 from seqmodels.data.tables import fixed_list, streaming_parquet
 from seqmodels.errors import DataError
 from seqmodels.evaluation import Baselines, FlagCounts, Threshold
-from seqmodels.periods import dominant_period
+from seqmodels.periods import MAX_POINTS, dominant_period
 from seqmodels.point_metrics import point_metrics
 from seqmodels.publish import MANIFEST, build_manifest, write_json_atomic, write_text_atomic
 from seqmodels.spec import SERIES_FILE
@@ -171,6 +172,48 @@ def scored_series(inputs: Evaluation, cfg: Config, baselines: Baselines) -> Iter
                         fix="rerun the prepare and infer stages (dvc repro)")
 
 
+class TestSteps:
+    """Every test step's score of each detector and its label, in table order, kept in files
+    of `folder` (raw float64 and bool) as the series go by, and read back one array at a
+    time: the pooled metrics then hold one detector's scores and the labels (9 bytes a test
+    step), where lists of every series' arrays held 40 and left them scattered in the heap.
+    Of the values, only the first MAX_POINTS are kept: all that dominant_period reads."""
+
+    def __init__(self, folder: Path, labelled: bool) -> None:
+        self.folder, self.labelled, self.steps = folder, labelled, 0
+        names = [*DETECTORS, *(["label"] if labelled else [])]
+        self._files = {name: (folder / f"{name}.bin").open("wb") for name in names}
+        self._values: list[np.ndarray] = []
+        self._kept_values = 0
+
+    def add(self, series: SeriesSteps) -> None:
+        in_test = series.split == "test"
+        for name in DETECTORS:
+            series.scores[name][in_test].astype(np.float64, copy=False).tofile(self._files[name])
+        if self.labelled:
+            assert series.label is not None
+            (series.label[in_test] != 0).tofile(self._files["label"])
+        self.steps += int(in_test.sum())
+        if self._kept_values < MAX_POINTS:
+            values = series.values[in_test, 0][:MAX_POINTS - self._kept_values]
+            self._values.append(values)
+            self._kept_values += len(values)
+
+    def close(self) -> None:
+        for file in self._files.values():
+            file.close()
+
+    def scores(self, name: str) -> np.ndarray:
+        return np.fromfile(self.folder / f"{name}.bin", np.float64)
+
+    def labels(self) -> np.ndarray | None:
+        return np.fromfile(self.folder / "label.bin", np.bool_) if self.labelled else None
+
+    def first_values(self) -> np.ndarray:
+        """The first feature of the first MAX_POINTS test steps."""
+        return np.concatenate(self._values) if self._values else np.empty(0)
+
+
 class TimelineWriter:
     """outputs/timeline's part file, a row group of TIMELINE_ROW_GROUP steps at a time: one
     row per step, series_id, t, split, score, [label], is_anomaly."""
@@ -252,31 +295,27 @@ def evaluate_points(inputs: Evaluation, cfg: Config, thresholds: Thresholds, bas
         return None
     threshold, labelled = thresholds.for_steps, inputs.spec.has_labels
     writer, counts, plotted = TimelineWriter(timeline), FlagCounts(labelled), plots.TimelineCandidates()
-    test: dict[str, list[np.ndarray]] = {name: [] for name in (*DETECTORS, "label", "values")}
     events: list[pd.DataFrame] = []
     event_totals, test_stretches = np.zeros(4, np.int64), False
-    try:
-        for series in scored_series(inputs, cfg, baselines):
-            flags = series.scores["model"] > threshold.value  # an unscored (NaN) step is not flagged
-            writer.add(series, flags)
-            counts.add(series.split, flags, series.label)
-            frames, found = series_events(series, flags)
-            events += frames
-            event_totals += found
-            test_stretches |= labelled and bool((series.split == "test").any())
-            in_test = series.split == "test"
-            for name in DETECTORS:
-                test[name].append(series.scores[name][in_test])
-            test["values"].append(series.values[in_test, 0])
-            if series.label is not None:
-                test["label"].append(series.label[in_test])
-            plotted.add(plots.Timeline(series_id=series.series_id, t=series.t, values=series.values,
-                                       score=series.scores["model"], split=series.split, labels=series.label,
-                                       flags=flags))
-    finally:
-        writer.close()
-    gathered = {name: np.concatenate(parts) if parts else None for name, parts in test.items()}
-    section = point_section(gathered, inputs.model_cfg.point_score, cfg)
+    with tempfile.TemporaryDirectory(prefix="seqmodels-test-steps-") as folder:
+        test = TestSteps(Path(folder), labelled)
+        try:
+            for series in scored_series(inputs, cfg, baselines):
+                flags = series.scores["model"] > threshold.value  # an unscored (NaN) step is not flagged
+                writer.add(series, flags)
+                counts.add(series.split, flags, series.label)
+                frames, found = series_events(series, flags)
+                events += frames
+                event_totals += found
+                test_stretches |= labelled and bool((series.split == "test").any())
+                test.add(series)
+                plotted.add(plots.Timeline(series_id=series.series_id, t=series.t, values=series.values,
+                                           score=series.scores["model"], split=series.split,
+                                           labels=series.label, flags=flags))
+        finally:
+            writer.close()
+            test.close()
+        section = point_section(test, inputs.model_cfg.point_score, cfg)
     section.update(threshold=threshold.to_dict(), flags=counts.summary(),
                    events=event_summary(event_totals) if test_stretches else {})
     write_json_atomic(timeline / MANIFEST, build_manifest(
@@ -286,19 +325,19 @@ def evaluate_points(inputs: Evaluation, cfg: Config, thresholds: Thresholds, bas
     return PointResult(threshold, frame[EVENT_COLUMNS], section, plotted)
 
 
-def point_section(test: dict[str, np.ndarray | None], how: str, cfg: Config) -> dict[str, Any]:
+def point_section(test: TestSteps, how: str, cfg: Config) -> dict[str, Any]:
     """eval.json's `points`: each detector's TSB-AD metrics over the test steps."""
-    section: dict[str, Any] = {"point_score": how, "split": "test", "steps": len(test["model"])}
-    label = test["label"]
-    if label is None or len(np.unique(label)) < 2:
+    section: dict[str, Any] = {"point_score": how, "split": "test", "steps": test.steps}
+    label = test.labels()
+    if label is None or not label.any() or label.all():
         section["note"] = "per-step metrics need labelled normal and anomalous test steps"
         return section
     window = (cfg.evaluate.sliding_window if cfg.evaluate.sliding_window is not None
-              else int(dominant_period(test["values"])))  # TSB-AD's choice: the test values' period
+              else int(dominant_period(test.first_values())))  # TSB-AD's choice: the test values' period
     section.update(sliding_window=window, anomalous_steps=int(label.sum()))
     for name in DETECTORS:
         try:
-            metrics = point_metrics(test[name], label, sliding_window=window)
+            metrics = point_metrics(test.scores(name), label, sliding_window=window)
         except ValueError as error:
             raise DataError(f"per-step metrics of {name}: {error}", where=cfg.paths.outputs,
                             fix="rerun the infer stage (dvc repro); every test step needs a finite score",
