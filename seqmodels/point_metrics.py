@@ -107,12 +107,13 @@ def point_metrics(score: ArrayLike, labels: ArrayLike, *, sliding_window: int) -
     """
     score, labels = check_inputs(score, labels)
     volumes = vus(score, labels, sliding_window=sliding_window)
+    ranking = _Ranking.of(score, labels)  # one pass over the steps for all three of its figures
     return PointMetrics(
-        auc_roc=auc_roc(score, labels),
-        auc_pr=auc_pr(score, labels),
+        auc_roc=ranking.auc_roc,
+        auc_pr=ranking.auc_pr,
         vus_pr=volumes.pr,
         vus_roc=volumes.roc,
-        standard_f1=standard_f1(score, labels),
+        standard_f1=ranking.best_f1,
         pa_f1_optimistic=pa_f1_optimistic(score, labels),
         event_f1=event_f1(score, labels),
         r_f1=r_f1(score, labels),
@@ -233,8 +234,7 @@ class _Ranking:
     only thresholds at which recall moves): enough for AUC-ROC, AUC-PR and the best F1 of
     every threshold, exactly, from one chunked pass over the normal steps."""
 
-    values: np.ndarray  # distinct anomalous scores, ascending
-    true_pos: np.ndarray  # anomalous steps scoring >= each value
+    true_pos: np.ndarray  # anomalous steps scoring >= each distinct anomalous score, ascending
     false_pos: np.ndarray  # normal steps scoring >= each value
     normal: int  # normal steps
     normal_below: int  # (anomalous, normal) pairs with the anomalous step scoring higher
@@ -256,7 +256,7 @@ class _Ranking:
             ties += int((at_most - lower).sum())
             per_slot += np.bincount(np.searchsorted(values, normal, side="right"), minlength=len(values) + 1)
         false_pos = np.cumsum(per_slot[::-1])[::-1][1:]
-        return cls(values, len(anomalous) - first, false_pos, normal_steps, below, ties)
+        return cls(len(anomalous) - first, false_pos, normal_steps, below, ties)
 
     @property
     def auc_roc(self) -> float:

@@ -48,9 +48,12 @@ class SeriesOrder:
         numbers = np.fromiter((self._number(name) for name in uniques.tolist()), np.int64, len(uniques))
         return numbers[codes]
 
-    def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> None:
-        """A block as read (`valid`: as the schema coerced it, None when it failed)."""
-        self.note(self.ordinals(block[series_column].astype(str)))
+    def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> np.ndarray:
+        """A block as read (`valid`: as the schema coerced it, None when it failed); returns
+        its rows' ordinals, for a subclass that counts them."""
+        ordinals = self.ordinals(block[series_column].astype(str))
+        self.note(ordinals)
+        return ordinals
 
     def note(self, ordinals: np.ndarray) -> None:
         """Rows in table order: the first run continues the last series or starts a new one,

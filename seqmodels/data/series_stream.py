@@ -108,13 +108,12 @@ class SeriesSurvey(SeriesOrder):
             self.label_high = np.concatenate([self.label_high, np.full(grow, np.iinfo(np.int64).min)])
         return numbers
 
-    def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> None:
-        ordinals = self.ordinals(block[series_column].astype(str))
-        self.note(ordinals)
+    def see(self, block: pd.DataFrame, valid: pd.DataFrame | None, series_column: str) -> np.ndarray:
+        ordinals = super().see(block, valid, series_column)
         if valid is None or not len(valid):
-            return
-        # `valid` is the whole block as the schema coerced it (series_id to str, as above):
-        # the same rows in the same order, so the same ordinals
+            return ordinals
+        # `valid` is the whole block as the schema coerced it (series_id to str, as the
+        # ordinals were numbered): the same rows in the same order, so the same ordinals
         counts = np.bincount(ordinals, minlength=len(self.ids))
         if self.test:
             self.test_rows += counts
@@ -124,6 +123,7 @@ class SeriesSurvey(SeriesOrder):
             labels = valid["label"].to_numpy(np.int64)
             np.minimum.at(self.label_low, ordinals, labels)
             np.maximum.at(self.label_high, ordinals, labels)
+        return ordinals
 
     def merge(self, later: SeriesOrder) -> np.ndarray:
         assert isinstance(later, SeriesSurvey)
