@@ -17,7 +17,9 @@ one detector at a time, 9 bytes a test step in memory (TestSteps).
 
 from __future__ import annotations
 
+import collections
 import itertools
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ import pyarrow.parquet as pq
 
 from seqmodels import plots
 from seqmodels.config import Config
-from seqmodels.data.tables import fixed_list, streaming_parquet
+from seqmodels.data.tables import fixed_list, streaming_parquet, vectors
 from seqmodels.errors import DataError
 from seqmodels.evaluation import Baselines, FlagCounts, Threshold
 from seqmodels.periods import MAX_POINTS, dominant_period
@@ -125,35 +127,96 @@ def baseline_batches(inputs: Evaluation,
         yield pca, knn
 
 
+def unzipped(pairs: Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[Iterator[pa.RecordBatch],
+                                                                          Iterator[pa.RecordBatch]]:
+    """The first and the second batches of `pairs` as two iterators, each batch held only
+    until its iterator has read it. itertools.tee frees what it holds a block of 57 items at
+    a time, once both iterators are past the whole block: at 10M rows (47 batches) it held
+    every PCA batch to the end, 59 MiB that grew with the rows."""
+    waiting: tuple[collections.deque, collections.deque] = (collections.deque(), collections.deque())
+
+    def side(i: int) -> Iterator[pa.RecordBatch]:
+        while True:
+            if not waiting[i]:
+                pair = next(pairs, None)
+                if pair is None:
+                    return
+                waiting[0].append(pair[0])
+                waiting[1].append(pair[1])
+            yield waiting[i].popleft()
+
+    return side(0), side(1)
+
+
 def model_batches(inputs: Evaluation, how: str) -> Iterator[pa.RecordBatch]:
     """The model's windows in id order (the canonical table's order), OUTPUT_BATCH_ROWS at a
     time, as output batches. Inference writes its parts in no global order (Ray Data does not
     keep it, and a row group may hold the last ids and the first), so they come from the
     per-row scalars evaluate holds sorted by id; "mean" and "max" also read every window's
-    step scores, sorted by id (window x 4 bytes a window: the one input that grows here)."""
-    frame, key = inputs.frame, inputs.spec.id_column
-    steps = None
-    if how != "window":
-        steps = inputs.outputs.to_table(columns=[key, "step_score"]).sort_by(key).column("step_score")
+    step scores, put in id order on disk first (StepScoreFile): sorted in memory they were
+    window x 4 bytes a window, twice over while sorting (152 MiB at 10M rows)."""
+    frame = inputs.frame
     series_id, start, score = (frame[c].to_numpy() for c in OUTPUT_COLUMNS)
-    for begin in range(0, len(frame), OUTPUT_BATCH_ROWS):
-        rows = slice(begin, begin + OUTPUT_BATCH_ROWS)
-        columns = {"series_id": pa.array(series_id[rows].astype(str)), "start": pa.array(start[rows]),
-                   "score": pa.array(score[rows])}
-        if steps is not None:
-            columns["step_score"] = steps.slice(begin, len(start[rows])).combine_chunks()
-        yield pa.RecordBatch.from_pydict(columns)
+    with tempfile.TemporaryDirectory(prefix="seqmodels-steps-") as folder:
+        steps = StepScoreFile.write(inputs, Path(folder)) if how != "window" else None
+        for begin in range(0, len(frame), OUTPUT_BATCH_ROWS):
+            rows = slice(begin, begin + OUTPUT_BATCH_ROWS)
+            columns = {"series_id": pa.array(series_id[rows].astype(str)), "start": pa.array(start[rows]),
+                       "score": pa.array(score[rows])}
+            if steps is not None:
+                columns["step_score"] = fixed_list(steps.read(begin, len(start[rows])))
+            yield pa.RecordBatch.from_pydict(columns)
+
+
+@dataclass
+class StepScoreFile:
+    """Every window's step scores (float32) in a raw file, in id order: the outputs' row
+    groups are read one at a time and each run of consecutive ids is written at its place,
+    so memory holds one row group whatever the number of windows. Read back with plain
+    reads, not a memory map: a map's pages would count in the process's memory."""
+
+    path: Path
+    window: int
+
+    @classmethod
+    def write(cls, inputs: Evaluation, folder: Path) -> StepScoreFile:
+        key, window = inputs.spec.id_column, inputs.spec.window
+        ids = inputs.frame[key].to_numpy()  # sorted, each once (load checks them against the examples)
+        path, row_bytes = folder / "step_score.bin", window * np.dtype(np.float32).itemsize
+        with path.open("wb") as out:
+            out.truncate(len(ids) * row_bytes)
+            for fragment in inputs.outputs.get_fragments():
+                file = streaming_parquet(fragment.filesystem.open_input_file(fragment.path))
+                for batch in file.iter_batches(batch_size=OUTPUT_BATCH_ROWS, columns=[key, "step_score"]):
+                    positions = np.searchsorted(ids, batch.column(key).to_numpy())
+                    _write_at(out.fileno(), positions, vectors(batch.column("step_score")), row_bytes)
+        return cls(path, window)
+
+    def read(self, begin: int, rows: int) -> np.ndarray:
+        """(rows, window) step scores of the windows numbered begin.. in id order."""
+        with self.path.open("rb") as file:
+            file.seek(begin * self.window * np.dtype(np.float32).itemsize)
+            return np.fromfile(file, np.float32, count=rows * self.window).reshape(rows, self.window)
+
+
+def _write_at(fd: int, positions: np.ndarray, values: np.ndarray, row_bytes: int) -> None:
+    """Each row of `values` at its position's offset, a run of consecutive positions a write."""
+    order = np.argsort(positions, kind="stable")
+    positions, values = positions[order], np.ascontiguousarray(values[order], np.float32)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(positions) != 1) + 1, [len(positions)]])
+    for begin, end in itertools.pairwise(bounds.tolist()):
+        os.pwrite(fd, values[begin:end].tobytes(), int(positions[begin]) * row_bytes)
 
 
 def scored_series(inputs: Evaluation, cfg: Config, baselines: Baselines) -> Iterator[SeriesSteps]:
     """Every series with the model's and the baselines' step scores, in table order."""
     table = Path(cfg.paths.prepared) / SERIES_FILE
     lengths, how, window = series_lengths(table), inputs.model_cfg.point_score, inputs.spec.window
-    pca_batches, knn_batches = itertools.tee(baseline_batches(inputs, baselines))
+    pca_batches, knn_batches = unzipped(baseline_batches(inputs, baselines))
     scores = {
         "model": series_in_order(model_batches(inputs, how), lengths, window, how),
-        "pca": series_in_order((pca for pca, _ in pca_batches), lengths, window, how),
-        "knn": series_in_order((knn for _, knn in knn_batches), lengths, window, "window"),
+        "pca": series_in_order(pca_batches, lengths, window, how),
+        "knn": series_in_order(knn_batches, lengths, window, "window"),
     }
     waiting = {name: next(found, None) for name, found in scores.items()}
     for rows in canonical_series(table, inputs.spec.features, inputs.spec.has_labels):
