@@ -421,8 +421,12 @@ def test_evaluate_streams_series_by_series_and_gives_what_the_whole_table_gives(
     ids, start = examples["series_id"].to_numpy(), examples["start"].to_numpy()
     model_cfg, shape = cfg.model, (cfg.data.window, 1)
     pca_step = pca_step_errors(x, split, model_cfg, shape, cfg.seed)
+    outputs = rows.sort_by("window_id").to_pandas()  # the parts as inference wrote them, in id order
+    model_step = np.stack(outputs["step_score"]) if point_score != "window" else None
     reference = {
-        "model": timeline["score"].to_numpy(),
+        "model": aggregate_windows(outputs["series_id"].to_numpy(), outputs["start"].to_numpy(),
+                                   outputs["score"].to_numpy(), model_step, lengths, cfg.data.window,
+                                   point_score),
         "pca": aggregate_windows(ids, start, pca_step.mean(axis=1), pca_step, lengths, cfg.data.window,
                                  point_score),
         "knn": aggregate_windows(ids, start, nearest_train_distance(x, split, model_cfg, shape, cfg.seed),
