@@ -43,7 +43,6 @@ from seqmodels.spec import SERIES_FILE
 from seqmodels.stages.evaluate.inputs import Evaluation, example_batches
 from seqmodels.thresholds import Thresholds
 from seqmodels.timeline import (
-    OUTPUT_COLUMNS,
     event_counts,
     event_summary,
     events_table,
@@ -114,9 +113,9 @@ def baseline_batches(inputs: Evaluation,
     """The baselines' windows a batch of examples at a time, as output batches: PCA with its
     per-step errors (aggregated like the model's; a window's score is the mean of its steps'),
     the k-NN distance of each window (a window-level detector: aggregated by window means)."""
-    series_id, start = inputs.frame["series_id"].to_numpy(), inputs.frame["start"].to_numpy()
+    series_id, start = window_series_ids(inputs), inputs.frame["start"].to_numpy()
     for rows, x in example_batches(inputs):
-        ids, starts = pa.array(series_id[rows].astype(str)), pa.array(start[rows])
+        ids, starts = series_id.take(pa.array(rows)), pa.array(start[rows])
         steps = baselines.pca_step_errors(x)
         pca = pa.RecordBatch.from_pydict({"series_id": ids, "start": starts,
                                           "score": pa.array(steps.mean(axis=1), pa.float64()),
@@ -125,6 +124,13 @@ def baseline_batches(inputs: Evaluation,
         knn = pa.RecordBatch.from_pydict({"series_id": ids, "start": starts,
                                           "score": pa.array(distance, pa.float64())})
         yield pca, knn
+
+
+def window_series_ids(inputs: Evaluation) -> pa.StringArray:
+    """Every window's series id, in id order, as one Arrow array to slice batches from. The
+    frame's string column made into numpy is a Python string a window (12 MiB at 10M rows,
+    once for the model's batches and once for the baselines')."""
+    return pa.array(inputs.frame["series_id"], pa.string())
 
 
 def unzipped(pairs: Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[Iterator[pa.RecordBatch],
@@ -156,12 +162,13 @@ def model_batches(inputs: Evaluation, how: str) -> Iterator[pa.RecordBatch]:
     step scores, put in id order on disk first (StepScoreFile): sorted in memory they were
     window x 4 bytes a window, twice over while sorting (152 MiB at 10M rows)."""
     frame = inputs.frame
-    series_id, start, score = (frame[c].to_numpy() for c in OUTPUT_COLUMNS)
+    series_id = window_series_ids(inputs)
+    start, score = frame["start"].to_numpy(), frame["score"].to_numpy()
     with tempfile.TemporaryDirectory(prefix="seqmodels-steps-") as folder:
         steps = StepScoreFile.write(inputs, Path(folder)) if how != "window" else None
         for begin in range(0, len(frame), OUTPUT_BATCH_ROWS):
             rows = slice(begin, begin + OUTPUT_BATCH_ROWS)
-            columns = {"series_id": pa.array(series_id[rows].astype(str)), "start": pa.array(start[rows]),
+            columns = {"series_id": series_id.slice(begin, OUTPUT_BATCH_ROWS), "start": pa.array(start[rows]),
                        "score": pa.array(score[rows])}
             if steps is not None:
                 columns["step_score"] = fixed_list(steps.read(begin, len(start[rows])))
