@@ -24,6 +24,15 @@ no validation, no Ray, no splits file. prepare's rows/s over the plain pass's is
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000 --scale 10 --stages prepare validate
     .venv/bin/python benchmarks/pipeline_scale.py --rows 100000000 --scale 1  # the 100M run
     .venv/bin/python benchmarks/pipeline_scale.py --bad-row 9876543 --kill     # a bad row, kills at 10M
+    .venv/bin/python benchmarks/pipeline_scale.py --rows 100000000 --scale 1 --dvc  # `dvc repro` at 100M
+
+`--dvc` runs `dvc repro` itself instead, in a clone of this repository's last commit whose
+params.yaml is the repository's with the benchmark's values set: every stage of dvc.yaml
+(score@heldout too) and DVC's hashing and caching of every output between them. Each stage's
+peak is the PSS of the tree under its `pipelines/<stage>.py` process, its time the span it
+was seen running; DVC's own process is reported apart. The clone's DVC cache links its
+files (cache.type hardlink) rather than copying them, as DVC advises for large data: the
+stages publish a new file each run (seqmodels.publish), so no cached file is written in place.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -233,6 +243,107 @@ def plain_prepare(source: Path, target: Path, n_series: int, seed: int = 0) -> d
     return {"seconds": round(time.perf_counter() - started, 1), "windows": windows}
 
 
+class StagePeaks:
+    """While `dvc repro` runs: each stage's peak PSS (its `pipelines/<stage>.py` process and
+    every process under it: Ray's daemons and workers) and the span it was seen running."""
+
+    def __init__(self, root: psutil.Process, interval_s: float = 0.5):
+        self.root, self.interval_s, self._stop = root, interval_s, threading.Event()
+        self.stages: dict[str, dict] = {}
+        self.dvc_peak = 0
+
+    @staticmethod
+    def _pss(process: psutil.Process) -> int:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            return process.memory_full_info().pss
+        return 0
+
+    @staticmethod
+    def _stage_of(process: psutil.Process) -> str | None:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            words = process.cmdline()
+            for index, word in enumerate(words):
+                if word.startswith("pipelines/") and word.endswith(".py"):
+                    stage = word.removeprefix("pipelines/").removesuffix(".py")
+                    batch = words[index + 2] if words[index + 1:index + 2] == ["--batch"] else None
+                    return f"{stage}@{batch}" if batch else stage
+        return None
+
+    def sample(self) -> None:
+        now = time.perf_counter()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.dvc_peak = max(self.dvc_peak, self._pss(self.root))
+            for process in self.root.children(recursive=True):
+                stage = self._stage_of(process)
+                if stage is None:
+                    continue
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    tree = [process, *process.children(recursive=True)]
+                    pss = sum(self._pss(member) for member in tree)
+                    seen = self.stages.setdefault(stage, {"first": now, "last": now, "peak": 0})
+                    seen["last"], seen["peak"] = now, max(seen["peak"], pss)
+
+    def __enter__(self) -> StagePeaks:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.sample()
+                time.sleep(self.interval_s)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        return {stage: {"seconds": round(seen["last"] - seen["first"], 1),
+                        "peak_pss_mib": round(seen["peak"] / 2**20)} for stage, seen in self.stages.items()}
+
+
+def repository_params(source: Path, overrides: list[str]) -> dict:
+    """The repository's params.yaml with the benchmark's values (and `overrides`) set over it:
+    dvc.yaml interpolates keys (paths, score.batches) the benchmark's own file leaves out."""
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, settings in params(source).items():
+        if isinstance(settings, dict):
+            values.setdefault(section, {}).update(settings)
+        else:
+            values[section] = settings
+    return overridden(values, overrides)
+
+
+def dvc_run(root: Path, rows: int, overrides: list[str]) -> dict:
+    """`dvc repro` on `rows` rows in a clone of this repository's last commit."""
+    project = root / f"dvc-rows-{rows}"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
+    source = project / "series.parquet"
+    n_series = write_series(source, rows)
+    values = repository_params(source, overrides)
+    (project / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    dvc = [str(Path(sys.executable).with_name("dvc"))]
+    subprocess.run([*dvc, "config", "--local", "cache.type", "hardlink"], cwd=project, check=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(project)}  # the clone's package, not an editable install's
+    started = time.perf_counter()
+    process = subprocess.Popen([*dvc, "repro"], cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    with StagePeaks(psutil.Process(process.pid)) as peaks:
+        log, _ = process.communicate()
+    seconds = round(time.perf_counter() - started, 1)
+    (project / "dvc-repro.log").write_text(log)
+    if process.returncode:
+        raise SystemExit(f"dvc repro failed in {project} (exit {process.returncode}):\n{log[-4000:]}")
+    status = subprocess.run([*dvc, "status"], cwd=project, env=env, capture_output=True, text=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True,
+                            text=True)
+    return {"rows": rows, "series": n_series, "file_mib": round(source.stat().st_size / 2**20),
+            "commit": commit.stdout.strip(),
+            "dvc_repro_seconds": seconds, "dvc_process_peak_pss_mib": round(peaks.dvc_peak / 2**20),
+            "stages": peaks.report(), "dvc_status": status.stdout.strip()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="N, the smaller size")
@@ -249,7 +360,19 @@ def main() -> None:
                         help="a parameter of the benchmark's params.yaml, e.g. ray.spread_reads=never")
     parser.add_argument("--bad-row", type=int, metavar="ROW",
                         help="afterwards, spoil data row ROW of the larger file and run prepare on it")
+    parser.add_argument("--dvc", action="store_true",
+                        help="run `dvc repro` itself on the larger size, in a clone of this repository")
     args = parser.parse_args()
+    if args.dvc:
+        with contextlib.ExitStack() as stack:
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+            root = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            result = dvc_run(root, args.rows * args.scale, args.overrides)
+        print(json.dumps(result, indent=2))
+        target = args.results if args.results != RESULTS else RESULTS.with_name("pipeline_scale_dvc.json")
+        target.write_text(json.dumps(result, indent=2) + "\n")
+        return
     stages = [stage for stage in STAGES if stage in args.stages]
     needed = STAGES[:STAGES.index(stages[-1]) + 1]
     result: dict = {"length": LENGTH, "features": len(FEATURES), "window": WINDOW, "stride": STRIDE,
