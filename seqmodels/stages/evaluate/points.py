@@ -113,7 +113,7 @@ def baseline_batches(inputs: Evaluation,
     """The baselines' windows a batch of examples at a time, as output batches: PCA with its
     per-step errors (aggregated like the model's; a window's score is the mean of its steps'),
     the k-NN distance of each window (a window-level detector: aggregated by window means)."""
-    series_id, start = window_series_ids(inputs), inputs.frame["start"].to_numpy()
+    series_id, start = inputs.series_ids, inputs.frame["start"].to_numpy()
     for rows, x in example_batches(inputs):
         ids, starts = series_id.take(pa.array(rows)), pa.array(start[rows])
         steps = baselines.pca_step_errors(x)
@@ -124,13 +124,6 @@ def baseline_batches(inputs: Evaluation,
         knn = pa.RecordBatch.from_pydict({"series_id": ids, "start": starts,
                                           "score": pa.array(distance, pa.float64())})
         yield pca, knn
-
-
-def window_series_ids(inputs: Evaluation) -> pa.StringArray:
-    """Every window's series id, in id order, as one Arrow array to slice batches from. The
-    frame's string column made into numpy is a Python string a window (12 MiB at 10M rows,
-    once for the model's batches and once for the baselines')."""
-    return pa.array(inputs.frame["series_id"], pa.string())
 
 
 def unzipped(pairs: Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]) -> tuple[Iterator[pa.RecordBatch],
@@ -162,7 +155,7 @@ def model_batches(inputs: Evaluation, how: str) -> Iterator[pa.RecordBatch]:
     step scores, put in id order on disk first (StepScoreFile): sorted in memory they were
     window x 4 bytes a window, twice over while sorting (152 MiB at 10M rows)."""
     frame = inputs.frame
-    series_id = window_series_ids(inputs)
+    series_id = inputs.series_ids
     start, score = frame["start"].to_numpy(), frame["score"].to_numpy()
     with tempfile.TemporaryDirectory(prefix="seqmodels-steps-") as folder:
         steps = StepScoreFile.write(inputs, Path(folder)) if how != "window" else None
