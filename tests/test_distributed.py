@@ -72,6 +72,29 @@ def test_train_infer_evaluate_on_two_ray_workers(tiny):
         assert (Path(tiny.paths.plots) / name).stat().st_size > 1000
 
 
+def test_training_reads_a_file_above_the_v1_size_with_the_v2_reader(tiny, monkeypatch):
+    """Any file counts as large with TRAIN_V1_MAX_BYTES at 0: the V2 reader's read tasks feed
+    both workers every epoch and the model learns as it does from V1's."""
+    from seqmodels.distributed import runtime
+
+    readers = []
+    data_settings = runtime.data_settings
+
+    def recorded(settings):
+        readers.append(settings.datasource_v2)
+        return data_settings(settings)
+
+    monkeypatch.setattr(runtime, "TRAIN_V1_MAX_BYTES", 0)
+    monkeypatch.setattr(runtime, "data_settings", recorded)
+    prepare.run(tiny)
+    train.run(tiny.model_copy(update={"train": tiny.train.model_copy(update={"epochs": 3})}))
+    assert readers == [True]
+    history = read_history(tiny.paths.train_live)
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert exported_vs_untrained_loss(tiny) < 0.9
+
+
 def test_images_conv_with_classifier_head_end_to_end(tmp_path):
     cfg = tiny_config(tmp_path, data={"kind": "images", "source": "digits", "split": {"val": 0.1,
                                                                                     "test": 0.2}},

@@ -43,6 +43,24 @@ def test_training_ingest_reads_with_v1_under_both_caps_and_restores_the_context(
     assert _state(context) == before
 
 
+def test_training_ingest_reads_a_large_file_with_v2_and_a_small_one_with_v1(context, monkeypatch):
+    """V1 reads a file in one task whose memory follows the file: above TRAIN_V1_MAX_BYTES
+    training takes V2's bounded read tasks, with inference's reader settings."""
+    monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
+    monkeypatch.delenv("RAY_DATA_PARQUET_BIN_PACKING_BYTES", raising=False)
+    before = _state(context)
+    with runtime.training_ingest(RayConfig(), input_bytes=runtime.TRAIN_V1_MAX_BYTES):
+        assert context.use_datasource_v2 is False
+        assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
+    with runtime.training_ingest(RayConfig(), input_bytes=runtime.TRAIN_V1_MAX_BYTES + 1):
+        assert context.use_datasource_v2 is True
+        assert os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "1"
+        assert os.environ["RAY_DATA_PARQUET_BIN_PACKING_BYTES"] == str(64 << 20)
+        assert context.target_max_block_size == before[4]  # training keeps Ray's block size
+    assert _state(context) == before
+    assert "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ
+
+
 def test_batch_inference_reads_with_v2_uncapped_cpu_small_blocks_and_restores_it(context, monkeypatch):
     monkeypatch.delenv("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", raising=False)
     monkeypatch.setenv("RAY_DATA_PARQUET_BIN_PACKING_BYTES", "12345")  # a user's own value

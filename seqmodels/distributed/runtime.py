@@ -51,6 +51,12 @@ INFER_BLOCK_BYTES = 8 << 20
 # per read task (a read task's memory follows what it reads). A user's own value wins.
 READ_TASK_BYTES_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
 INFER_READER_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", READ_TASK_BYTES_ENV: str(64 << 20)}
+# Training's reader, by the size of its one examples file. V1 reads a file in one task, whose
+# private memory grows to about the file's decoded size, outside Ray Data's memory cap: 3.1 GB
+# for the 2.7 GB file of 1.9M windows at 100M rows. V2 reads 64 MiB of row groups a task
+# (0.25-0.37 GB there) but starts a footer-reading actor for each read, about 1.4 s, twice a
+# training run (train and val): most of the read's time on a small file. V1 up to this size.
+TRAIN_V1_MAX_BYTES = 256 << 20
 # Only for a local Ray (one machine, which nothing drains): Ray Train's preemption watcher
 # polls for nodes a cluster is draining, and each worker group's watcher actor is created
 # with the workers' handles as arguments and max_restarts=-1, which Ray's core worker logs at
@@ -342,13 +348,17 @@ class DataSettings:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def training_ingest(cfg: RayConfig) -> contextlib.AbstractContextManager[None]:
+def training_ingest(cfg: RayConfig,
+                    input_bytes: int | None = None) -> contextlib.AbstractContextManager[None]:
     """Settings for the Datasets fed to Ray Train (the trainer copies the DataContext when it
-    is built). V1 Parquet reader: V2 starts a pool of footer-reading actors for every read,
-    most of a small read's time; the CPU cap keeps Ray Data from starving the train workers."""
-    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=False,
+    is built); the CPU cap keeps Ray Data from starving the train workers. `input_bytes`, the
+    examples file's size, picks the Parquet reader (see TRAIN_V1_MAX_BYTES): V1 for a file up
+    to that size, V2 with inference's reader settings above it."""
+    large = input_bytes is not None and input_bytes > TRAIN_V1_MAX_BYTES
+    return data_settings(DataSettings(log_level=cfg.log_level, datasource_v2=large,
                                       cpu_limit=cfg.data_cpu_limit,
-                                      memory_limit_mb=cfg.data_memory_limit_mb))
+                                      memory_limit_mb=cfg.data_memory_limit_mb,
+                                      env=dict(INFER_READER_ENV) if large else {}))
 
 
 def batch_inference(cfg: RayConfig,

@@ -374,7 +374,7 @@ def train_distributed(cfg: Config, loop_per_worker: Callable[[dict[str, Any]], N
     resuming = run_exists(storage, name)
     if resuming:
         log.warning("run %s exists in %s: continuing it from its last checkpoint", name, storage)
-    with training_ingest(cfg.ray):
+    with training_ingest(cfg.ray, examples.stat().st_size):
         trainer = build_trainer(cfg, loop_per_worker, spec, examples, storage, name, resuming)
         result = run_trainer(trainer, where=f"{storage}/{name}")
     return read_outcome(result, storage, name)
