@@ -103,12 +103,16 @@ class PeakMemory:
                 by_title[title] = by_title.get(title, 0) + process.memory_full_info().pss
         return by_title
 
+    def record(self) -> None:
+        """One sample (the sampling thread calls it every interval_s)."""
+        sample = self._sample()
+        if sum(sample.values()) > self.peak:
+            self.peak, self.at_peak = sum(sample.values()), sample
+
     def __enter__(self) -> PeakMemory:
         def loop() -> None:
             while not self._stop.is_set():
-                sample = self._sample()
-                if sum(sample.values()) > self.peak:
-                    self.peak, self.at_peak = sum(sample.values()), sample
+                self.record()
                 time.sleep(self.interval_s)
 
         self._thread = threading.Thread(target=loop, daemon=True)

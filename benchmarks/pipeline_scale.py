@@ -45,7 +45,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -243,14 +242,13 @@ def plain_prepare(source: Path, target: Path, n_series: int, seed: int = 0) -> d
     return {"seconds": round(time.perf_counter() - started, 1), "windows": windows}
 
 
-class StagePeaks:
+class StagePeaks(PeakMemory):
     """While `dvc repro` runs: each stage's peak PSS (its `pipelines/<stage>.py` process and
     every process under it: Ray's daemons and workers) and the span it was seen running."""
 
     def __init__(self, root: psutil.Process, interval_s: float = 0.5):
-        self.root, self.interval_s, self._stop = root, interval_s, threading.Event()
-        self.stages: dict[str, dict] = {}
-        self.dvc_peak = 0
+        super().__init__(interval_s)
+        self.root, self.stages, self.dvc_peak = root, {}, 0
 
     @staticmethod
     def _pss(process: psutil.Process) -> int:
@@ -269,7 +267,7 @@ class StagePeaks:
                     return f"{stage}@{batch}" if batch else stage
         return None
 
-    def sample(self) -> None:
+    def record(self) -> None:
         now = time.perf_counter()
         with contextlib.suppress(psutil.NoSuchProcess):
             self.dvc_peak = max(self.dvc_peak, self._pss(self.root))
@@ -278,24 +276,9 @@ class StagePeaks:
                 if stage is None:
                     continue
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    tree = [process, *process.children(recursive=True)]
-                    pss = sum(self._pss(member) for member in tree)
+                    pss = sum(self._pss(member) for member in [process, *process.children(recursive=True)])
                     seen = self.stages.setdefault(stage, {"first": now, "last": now, "peak": 0})
                     seen["last"], seen["peak"] = now, max(seen["peak"], pss)
-
-    def __enter__(self) -> StagePeaks:
-        def loop() -> None:
-            while not self._stop.is_set():
-                self.sample()
-                time.sleep(self.interval_s)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def report(self) -> dict:
         return {stage: {"seconds": round(seen["last"] - seen["first"], 1),
