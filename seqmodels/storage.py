@@ -83,6 +83,19 @@ def _region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
+# The variables that say where S3 is (not who may use it): a cluster's workers get these from
+# the driver (seqmodels.distributed.runtime), their credentials from their own nodes.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+                      "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def endpoint_environment() -> dict[str, str]:
+    """This process's S3 endpoint and region variables, for processes that do not inherit its
+    environment: a Ray worker on another node opening an s3:// source with `filesystem`
+    would otherwise talk to AWS itself rather than the MinIO or Ceph the driver reads."""
+    return {name: os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)}
+
+
 def _s3() -> pyarrow.fs.S3FileSystem:
     """An S3 filesystem with the endpoint and region from the environment spelled out."""
     options: dict[str, Any] = {"region": _region() or "us-east-1"}

@@ -23,10 +23,16 @@ import torch
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.distributed.runtime import LOCAL_SYSTEM_CONFIG
 from seqmodels.publish import hash_path
+from seqmodels.storage import ENDPOINT_VARIABLES
 from tests.conftest import copy_project
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["tests.s3"]  # the moto server and the `s3` fixture
 BIN = Path(sys.executable).parent
+# What each node has of S3: credentials of its own (as an instance role gives them) and no
+# endpoint, which a job's driver forwards (runtime._join_cluster).
+NODE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def free_ports(count: int) -> list[int]:
@@ -89,9 +95,11 @@ def live_cluster() -> Iterator[LiveCluster]:
             f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}",
             f"--system-config={json.dumps(LOCAL_SYSTEM_CONFIG)}", *common, *_node_ports()]
     second = [BIN / "ray", "start", f"--address={cluster.gcs_address}", *common, *_node_ports()]
+    node_env = {name: value for name, value in cluster.env().items() if name not in ENDPOINT_VARIABLES}
     try:
         for command in (head, second):
-            started = subprocess.run(command, env=cluster.env(), capture_output=True, text=True, timeout=300)
+            started = subprocess.run(command, env={**node_env, **NODE_AWS}, capture_output=True, text=True,
+                                     timeout=300)
             log = started.stdout[-3000:] + started.stderr[-3000:]
             assert started.returncode == 0, f"{command[1:3]} failed:\n{log}"
         yield cluster
@@ -192,6 +200,40 @@ def test_prepare_and_validate_spread_their_tasks_over_both_nodes_and_equal_one_n
     assert prepared["cluster"] == prepared["one node"]
     written = set(prepared["cluster"])
     assert {"examples.parquet", "series.parquet", "heldout.parquet", "scaler.json"} <= written
+
+
+def test_prepare_reads_an_s3_source_as_tasks_on_both_nodes_under_auto(live_cluster, project, s3):
+    """ray.spread_reads=auto (the default) on a cluster: prepare's reads of an s3:// source
+    are Ray Data tasks on both nodes, which reach the store through the endpoint the driver
+    forwards (the nodes have credentials of their own and no endpoint), and the prepared
+    files are byte-identical to one process's (auto off a cluster)."""
+    import io
+
+    import pyarrow as pa
+
+    from tests.conftest import make_series_table
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(make_series_table(n_series=40, length=200), preserve_index=False),
+                   buffer, row_group_size=250)
+    source = s3.put("streams/streams.parquet", buffer.getvalue())
+    settings = [f"data.source={source}", "data.piece_rows=500", "data.labels=points", "data.window=20",
+                "data.stride=10"]
+    prepared = {}
+    for name, address in (("one process", None), ("cluster", live_cluster.gcs_address)):
+        env = live_cluster.env(with_token=address is not None)
+        if address:
+            env["RAY_ADDRESS"] = address
+        target = project.parent / f"s3-{name.replace(' ', '-')}"
+        result = subprocess.run([sys.executable, "pipelines/prepare.py", "--set",
+                                 f"paths.prepared={target / 'prepared'}",
+                                 *(arg for value in settings for arg in ("--set", value))],
+                                cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert ("Ray Data tasks on 2 node(s)" in result.stdout) == bool(address), result.stdout
+        prepared[name] = _md5s(target / "prepared")
+    assert prepared["cluster"] == prepared["one process"]
+    assert {"examples.parquet", "series.parquet", "heldout.parquet"} <= set(prepared["cluster"])
 
 
 def test_failing_job_no_wait_logs_status_and_fetch(live_cluster, project):

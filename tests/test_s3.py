@@ -69,6 +69,17 @@ def test_the_endpoint_from_the_environment_travels_with_the_pickled_filesystem(s
     assert s3.get("runs/probe.txt") == b"reached moto"
 
 
+def test_a_cluster_is_told_where_s3_is_but_not_the_credentials(s3, monkeypatch):
+    """What the driver forwards to a cluster's workers (runtime._join_cluster): the endpoint
+    and region set here, never a key."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "secret-token")
+    forwarded = storage.endpoint_environment()
+    assert forwarded == {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_REGION": "eu-west-1",
+                         "AWS_DEFAULT_REGION": "us-east-1"}
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(forwarded)
+
+
 def test_aws_endpoint_url_s3_wins_over_the_general_one(s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)

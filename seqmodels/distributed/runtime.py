@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from seqmodels.config import Config, RayConfig
 from seqmodels.errors import ConfigError, SeqmodelsError
+from seqmodels.storage import endpoint_environment
 
 if TYPE_CHECKING:  # Ray itself is imported where it runs
     from ray.data import Dataset
@@ -212,9 +213,12 @@ _background = _BackgroundStart()
 
 def _join_cluster(cfg: RayConfig, env_vars: dict[str, str]) -> None:
     """A cluster's workers do not inherit this process's environment: the job's runtime_env
-    carries it to them."""
+    carries our settings to them, and where S3 is (storage.endpoint_environment), so that a
+    Ray Data task reading an s3:// source on any node reads the driver's store. Credentials
+    stay out of it (a runtime_env is shown in the dashboard): workers use their nodes' own."""
     import ray
 
+    env_vars = {**endpoint_environment(), **env_vars}
     ray.init(address=cfg.resolved_address, logging_level=cfg.log_level,
              logging_config=ray.LoggingConfig(log_level=cfg.log_level), runtime_env={"env_vars": env_vars})
 
