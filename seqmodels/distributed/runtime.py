@@ -20,6 +20,7 @@ text where Ray raises it about itself.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -190,6 +191,11 @@ class _BackgroundStart:
 
         if self._started is None or self._stopping is not None or not ray.is_initialized():
             return
+        # Ray Data leaves reference cycles holding ObjectRefs. Collected on this thread while
+        # the stop runs, their ObjectRefs reach a core worker already shut down, which ends
+        # the process (exit 1, no traceback: the infer stage did so on every run). Collected
+        # now, before the stop, they are released while Ray still runs.
+        gc.collect()
         self._stopping = threading.Thread(target=shutdown_ray, name="seqmodels-ray-stop")
         self._stopping.start()
 
