@@ -148,8 +148,10 @@ class RayConfig(Section):
         "default, 30% of RAM, lets a long streaming run touch gigabytes of shared memory."
     )
     data_memory_limit_mb: int | None = Field(
-        1024, gt=0, description="Cap on the object-store memory Ray Data keeps in flight, so a "
-        "streaming run's memory does not grow with the number of rows."
+        256, gt=0, description="Cap on the object-store memory Ray Data keeps in flight, so a "
+        "streaming run's memory does not grow with the number of rows. Reads outrun the model, "
+        "so batch inference fills the store up to this cap (its peak grows until it does), and "
+        "it is the whole cluster's: raise it with the nodes (README, Running on a cluster)."
     )
     progress_interval_s: float | None = Field(
         10.0, gt=0, description="Off a terminal (DVC, CI, a log file), where Ray Data draws no "
