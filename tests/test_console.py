@@ -90,16 +90,36 @@ def test_infer_prints_its_result_and_none_of_rays_false_alarms(project, tmp_path
     assert_no_token_file(tmp_path)
 
 
-def test_an_error_inside_a_predictor_still_reaches_the_console(project, tmp_path):
-    """Windows narrower than the model's input fail in the predictor actor: the stage fails
-    (at once: a local predictor is not restarted) and the model's own error is shown."""
-    examples = Path(project.paths.prepared) / EXAMPLES_FILE
+def replace_windows(cfg: Config, values: np.ndarray) -> None:
+    """The prepared windows' `x`, replaced by `values` (one row per window)."""
+    examples = Path(cfg.paths.prepared) / EXAMPLES_FILE
     table = pq.read_table(examples)
-    narrow = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(table.num_rows * 10, np.float32)), 10)
-    pq.write_table(table.set_column(table.schema.get_field_index("x"), "x", narrow), examples)
+    x = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
+    pq.write_table(table.set_column(table.schema.get_field_index("x"), "x", x), examples)
+
+
+def test_windows_narrower_than_the_model_fail_before_ray_with_a_fix(project, tmp_path):
+    """Prepared with another window than the model was trained on: named from the file's
+    schema, before Ray starts, rather than as a reshape error inside a predictor actor."""
+    rows = pq.ParquetFile(Path(project.paths.prepared) / EXAMPLES_FILE).metadata.num_rows
+    replace_windows(project, np.zeros((rows, 10), np.float32))
+    result = run_stage("infer", project, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "the prepared windows hold 10 values each; the model takes 40 (20 x 2)" in result.stderr
+    assert "how to fix: prepare and train with the same data settings" in result.stderr
+    assert "Traceback" not in result.stderr and "ray" not in result.stderr.lower(), result.stderr
+    assert not Path(project.paths.outputs).exists()  # nothing published
+
+
+def test_an_error_inside_a_predictor_still_reaches_the_console(project, tmp_path):
+    """Windows of the right width but float64 reach the model as double tensors, which the
+    float32 LSTM refuses in the predictor actor: the stage fails (at once: a local
+    predictor is not restarted) and the model's own error is shown."""
+    rows = pq.ParquetFile(Path(project.paths.prepared) / EXAMPLES_FILE).metadata.num_rows
+    replace_windows(project, np.zeros((rows, 40), np.float64))
     result = run_stage("infer", project, tmp_path)
     assert result.returncode != 0
-    expected = "RuntimeError: shape '[16, 20, 2]' is invalid for input of size 160"
+    expected = "ValueError: RNN input dtype (torch.float64) does not match weight dtype (torch.float32)"
     assert expected in result.stderr, result.stderr
     assert_no_noise(result)
     assert not Path(project.paths.outputs).exists()  # nothing published

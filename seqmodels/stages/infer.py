@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from pyarrow import ArrowException
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
@@ -33,6 +35,7 @@ def run(cfg: Config) -> None:
     prepared, model_dir, target = Path(cfg.paths.prepared), Path(cfg.paths.model), Path(cfg.paths.outputs)
     model, _, spec = load_exported_model(model_dir)  # fail fast, before Ray starts
     windows = prepared / EXAMPLES_FILE
+    check_windows_fit(windows, spec, model_dir)
     clean_stale_staging(target)
     with publishing(target) as staging:
         predict_to_parquet(cfg, model_dir, windows, staging)
@@ -42,6 +45,28 @@ def run(cfg: Config) -> None:
         release_ray()
         rows = check_and_describe_outputs(cfg, staging, model, spec, windows)
     print(f"wrote {rows} rows (latent_dim={model.cfg.latent_dim}) to {target}")
+
+
+def check_windows_fit(windows: Path, spec: DataSpec, model_dir: Path) -> None:
+    """Windows of another width than the model takes fail here, from the file's schema, before
+    Ray starts: inside a predictor actor they failed as a reshape error of the model's, with
+    Ray's traceback around it. Happens when the data was prepared with another window or
+    other features than the model was trained on, and only one of the stages was rerun."""
+    try:
+        column = pq.read_schema(windows).field("x").type
+    except KeyError:
+        raise DataError("the prepared windows have no `x` column", where=str(windows),
+                        fix="rerun the prepare stage") from None
+    except (OSError, ArrowException) as error:
+        raise DataError(f"the prepared windows cannot be read: {error}", where=str(windows),
+                        fix="rerun the prepare stage") from None
+    width = column.list_size if isinstance(column, pa.FixedSizeListType) else None
+    if width != spec.input_dim:
+        shape = " x ".join(map(str, spec.input_shape))
+        raise DataError(f"the prepared windows hold {width if width is not None else column} values each; "
+                        f"the model takes {spec.input_dim} ({shape})", where=str(windows),
+                        fix=f"prepare and train with the same data settings (`dvc repro` reruns both), "
+                            f"or set paths.model to a model trained on these windows, not {model_dir}")
 
 
 def inference_schema(model: FusedAutoencoder, spec: DataSpec, write_reconstructions: bool):
