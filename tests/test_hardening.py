@@ -10,15 +10,20 @@ import pickle
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from seqmodels.checkpoints import WEIGHTS_FILE, export_model
 from seqmodels.config import Config
 from seqmodels.data.tables import read_spec
+from seqmodels.errors import DataError
 from seqmodels.models.registry import build_model
 from seqmodels.publish import hash_path
+from seqmodels.spec import DataSpec
 from seqmodels.stages import prepare, validate
+from seqmodels.stages.infer import check_windows_fit
 from tests.conftest import REPO, run_pipeline, tiny_config, write_params
 
 BAD = REPO / "tests" / "data" / "bad"
@@ -217,3 +222,24 @@ def test_the_real_entry_points_print_no_ray_or_python_traceback(args, expected, 
     assert_clean_failure(result.returncode, result.stderr, expected)
     assert "ray" not in result.stderr.lower().replace("array", "")
     assert published(project) == before
+
+
+@pytest.mark.parametrize("windows, expected", [
+    (None, "the prepared windows cannot be read"),
+    (b"", "the prepared windows cannot be read: Parquet file size is 0 bytes"),
+    ({"y": [1.0]}, "the prepared windows have no `x` column"),
+    ({"x": [[1.0] * 40]}, "the prepared windows are list<element: double>, not fixed-size lists; "
+                          "the model takes 40 (20 x 2)"),
+])
+def test_infer_names_windows_it_cannot_feed_the_model_before_ray_starts(windows, expected, tmp_path):
+    """The infer stage's first check of the prepared windows, against the model's input
+    (the width mismatch itself runs as a stage in test_console)."""
+    path = tmp_path / "examples.parquet"
+    if isinstance(windows, bytes):
+        path.write_bytes(windows)
+    elif windows is not None:
+        pq.write_table(pa.table(windows), path)
+    with pytest.raises(DataError) as raised:
+        check_windows_fit(path, DataSpec(kind="series", input_shape=(20, 2)), tmp_path / "model")
+    assert expected in raised.value.message
+    assert str(path) in raised.value.message and "how to fix:" in raised.value.message

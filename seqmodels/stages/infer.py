@@ -8,7 +8,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from pyarrow import ArrowException
 
 from seqmodels.checkpoints import load_exported_model
 from seqmodels.config import Config
@@ -57,14 +56,15 @@ def check_windows_fit(windows: Path, spec: DataSpec, model_dir: Path) -> None:
     except KeyError:
         raise DataError("the prepared windows have no `x` column", where=str(windows),
                         fix="rerun the prepare stage") from None
-    except (OSError, ArrowException) as error:
+    except (OSError, pa.ArrowException) as error:
         raise DataError(f"the prepared windows cannot be read: {error}", where=str(windows),
                         fix="rerun the prepare stage") from None
-    width = column.list_size if isinstance(column, pa.FixedSizeListType) else None
+    width = column.list_size if pa.types.is_fixed_size_list(column) else None
     if width != spec.input_dim:
         shape = " x ".join(map(str, spec.input_shape))
-        raise DataError(f"the prepared windows hold {width if width is not None else column} values each; "
-                        f"the model takes {spec.input_dim} ({shape})", where=str(windows),
+        held = f"hold {width} values each" if width is not None else f"are {column}, not fixed-size lists"
+        raise DataError(f"the prepared windows {held}; the model takes {spec.input_dim} ({shape})",
+                        where=str(windows),
                         fix=f"prepare and train with the same data settings (`dvc repro` reruns both), "
                             f"or set paths.model to a model trained on these windows, not {model_dir}")
 
